@@ -1,0 +1,141 @@
+"""`clearout-gateway`: serve the gateway, or manage team keys.
+
+    clearout-gateway serve [--host H] [--port P]   run the server (settings from env)
+    clearout-gateway hash-key [KEY]                SHA-256 digest for the teams file
+                                                   (reads KEY from stdin when omitted)
+    clearout-gateway new-key                       a fresh random key and its digest
+
+A misconfiguration ends `serve` with one line on stderr and exit code 2.
+`serve` drains on SIGTERM/SIGINT: readiness turns false at once, the listener
+stays open for GATEWAY_DRAIN_DELAY_SECONDS so load balancers stop routing here,
+then in-flight requests get GATEWAY_SHUTDOWN_GRACE_SECONDS to finish.  SIGHUP
+reloads the teams file without a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from gateway import logging as gateway_logging
+from gateway.app import create_app, load_teams
+from gateway.appkeys import LIFECYCLE, METRICS, TEAMS, TeamDirectory
+from gateway.auth import SANDBOX_DEMO_KEY, TeamRegistry, TeamsFileError, hash_key, new_key
+from gateway.settings import ConfigError, Settings
+
+EXIT_CONFIG = 2
+log = structlog.get_logger("gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clearout-gateway", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (settings from environment)")
+    serve.add_argument("--host", help="listen address (GATEWAY_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+    hk = sub.add_parser("hash-key", help="print the SHA-256 digest of a team key")
+    hk.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")
+    sub.add_parser("new-key", help="print a new random team key and its digest")
+    args = parser.parse_args(argv)
+
+    if args.command == "hash-key":
+        key = args.key if args.key is not None else sys.stdin.readline().strip()
+        if not key:
+            print("clearout-gateway: hash-key needs a non-empty key", file=sys.stderr)
+            return EXIT_CONFIG
+        print(hash_key(key))
+        return 0
+    if args.command == "new-key":
+        key = new_key()
+        print(f"key:        {key}\nkey_sha256: {hash_key(key)}")
+        return 0
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        settings = dataclasses.replace(settings, **overrides)
+        teams = load_teams(settings)
+    except (ConfigError, TeamsFileError) as exc:
+        print(f"clearout-gateway: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    gateway_logging.configure(settings.log_format, settings.secrets)
+    if settings.sandbox and settings.teams_file is None:
+        print(f"clearout-gateway: sandbox demo team key: {SANDBOX_DEMO_KEY}", flush=True)
+    try:
+        asyncio.run(_run(settings, teams))
+    except OSError as exc:
+        print(f"clearout-gateway: cannot listen: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+async def _run(settings: Settings, teams: TeamDirectory) -> None:
+    app = create_app(settings, teams=teams)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    await runner.setup()
+    sites = [web.TCPSite(runner, settings.host, settings.port, reuse_address=True)]
+    if settings.metrics_port is not None:
+        sites.append(await _metrics_site(app, settings))
+    try:
+        for site in sites:
+            await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    log.info(
+        "listening",
+        addresses=[f"{a[0]}:{a[1]}" for a in runner.addresses],
+        sandbox=settings.sandbox,
+        teams=len(app[TEAMS].registry.teams),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_teams, app)
+    await stop.wait()
+    app[LIFECYCLE].draining = True
+    app[METRICS].ready.set(0)
+    log.info("draining", delay_s=settings.drain_delay, grace_s=settings.shutdown_grace)
+    await asyncio.sleep(settings.drain_delay)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def _metrics_site(app: web.Application, settings: Settings) -> web.TCPSite:
+    from gateway.handlers import ops
+
+    metrics_app = web.Application()
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.router.add_get("/metrics", ops.metrics_text)
+    metrics_runner = web.AppRunner(metrics_app, access_log=None)
+    await metrics_runner.setup()
+    app.on_cleanup.append(lambda _app: metrics_runner.cleanup())
+    assert settings.metrics_port is not None
+    return web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True)
+
+
+def _reload_teams(app: web.Application) -> None:
+    directory = app[TEAMS]
+    if directory.path is None:
+        log.warning("teams_reload_skipped", reason="no teams file (sandbox demo team)")
+        return
+    try:
+        registry = TeamRegistry.from_file(directory.path)
+    except TeamsFileError as exc:
+        # Keep serving with the teams we have: a typo must not lock everyone out.
+        log.error("teams_reload_failed", error=str(exc))
+        return
+    directory.registry, directory.loaded_at = registry, time.time()
+    log.info("teams_reloaded", teams=len(registry.teams), source="SIGHUP")

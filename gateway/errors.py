@@ -1,0 +1,154 @@
+"""The gateway's own errors and the Clearout error envelope they become.
+
+Handlers raise these; one middleware (`gateway.middleware`) turns them into a
+response shaped exactly like Clearout's own failures, so a Clearout client
+needs no new error handling.  Codes 9000-9999 mark answers the gateway gave
+itself (upstream codes are four digits below 9000), and every such answer
+carries `X-Gateway-Error: <reason>`.
+
+    GatewayError
+     ├── Unauthorized          401  9001  unauthorized
+     ├── ValidationFailed      400  9100  validation_failed  (upstream's Joi shape)
+     ├── PayloadTooLarge       413  9101  payload_too_large
+     ├── UnsupportedMediaType  415  9102  unsupported_media_type
+     ├── RouteNotFound         404  9104  not_found
+     ├── MethodNotAllowed      405  9105  method_not_allowed
+     ├── QuotaExceeded         402  9200  quota_exceeded
+     ├── RateLimited           429  9201  rate_limited
+     ├── UpstreamBusy          429  9202  upstream_rate_limited
+     ├── AdminDisabled         404  9300  admin_disabled
+     ├── StoreUnavailable      503  9400  store_unavailable
+     ├── UpstreamUnavailable   503  9500  upstream_unavailable
+     └── UpstreamTimeout       503  9501  upstream_timeout
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[int] = 9000
+    reason: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        additional_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+        self.additional_info = dict(additional_info or {})
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.additional_info:
+            error["additional_info"] = self.additional_info
+        return {"status": "failed", "error": error}
+
+    def to_response(self) -> web.Response:
+        headers = {"X-Gateway-Error": self.reason, **self.headers}
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body()).encode(),
+            content_type=JSON_CONTENT_TYPE,
+            headers=headers,
+        )
+
+
+class Unauthorized(GatewayError):
+    status, code, reason = 401, 9001, "unauthorized"
+
+
+class ValidationFailed(GatewayError):
+    """Bad input, answered in the upstream's own validation shape.
+
+    Clearout validates with Joi and answers 400 with a `reasons` list; the
+    gateway answers the same way (plus its own `code`) so client code that
+    reads `reasons` keeps working.
+    """
+
+    status, code, reason = 400, 9100, "validation_failed"
+
+    def __init__(self, field: str, location: str, message: str, joi_type: str) -> None:
+        super().__init__("validation failed")
+        self.reasons: list[dict[str, Any]] = [
+            {"field": [field], "location": location, "messages": [message], "types": [joi_type]}
+        ]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "status": "failed",
+            "error": {"code": self.code, "message": self.message, "reasons": self.reasons},
+        }
+
+
+class PayloadTooLarge(GatewayError):
+    status, code, reason = 413, 9101, "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, code, reason = 415, 9102, "unsupported_media_type"
+
+
+class RouteNotFound(GatewayError):
+    status, code, reason = 404, 9104, "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, reason = 405, 9105, "method_not_allowed"
+
+
+class QuotaExceeded(GatewayError):
+    status, code, reason = 402, 9200, "quota_exceeded"
+
+
+class RateLimited(GatewayError):
+    status, code, reason = 429, 9201, "rate_limited"
+
+
+class UpstreamBusy(GatewayError):
+    status, code, reason = 429, 9202, "upstream_rate_limited"
+
+
+class AdminDisabled(GatewayError):
+    status, code, reason = 404, 9300, "admin_disabled"
+
+
+class StoreUnavailable(GatewayError):
+    status, code, reason = 503, 9400, "store_unavailable"
+
+
+class UpstreamUnavailable(GatewayError):
+    status, code, reason = 503, 9500, "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, reason = 503, 9501, "upstream_timeout"
+
+
+ERROR_TYPES: Sequence[type[GatewayError]] = (
+    Unauthorized,
+    ValidationFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RouteNotFound,
+    MethodNotAllowed,
+    QuotaExceeded,
+    RateLimited,
+    UpstreamBusy,
+    AdminDisabled,
+    StoreUnavailable,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+)

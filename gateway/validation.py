@@ -1,0 +1,120 @@
+"""Input checks for the finder routes, with Clearout's own (Joi) messages.
+
+Used by the gateway before it spends an upstream call, and by the sandbox to
+answer as Clearout does.  Like Joi with its default `convert: true`, numeric
+strings are accepted for numbers and "true"/"false" for booleans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ValidationFailed
+
+MIN_TIMEOUT_MS = 10_000
+MAX_TIMEOUT_MS = 180_000
+DEFAULT_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class InstantRequest:
+    name: str
+    domain: str
+    timeout_ms: int
+    queue: bool
+
+    def upstream_body(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "domain": self.domain,
+            "timeout": self.timeout_ms,
+            "queue": self.queue,
+        }
+
+
+def not_an_object(location: str = "body") -> ValidationFailed:
+    return ValidationFailed("value", location, '"value" must be of type object', "object.base")
+
+
+def required_string(payload: dict[str, Any], field: str, location: str) -> str:
+    value = payload.get(field)
+    if value is None:
+        raise ValidationFailed(field, location, f'"{field}" is required', "any.required")
+    if not isinstance(value, str):
+        raise ValidationFailed(field, location, f'"{field}" must be a string', "string.base")
+    if not value.strip():
+        raise ValidationFailed(
+            field, location, f'"{field}" is not allowed to be empty', "any.empty"
+        )
+    return value
+
+
+def _timeout(payload: dict[str, Any]) -> int:
+    raw = payload.get("timeout")
+    if raw is None:
+        return DEFAULT_TIMEOUT_MS
+    value: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    if value is None or value != value:  # NaN is not a number either
+        raise ValidationFailed("timeout", "body", '"timeout" must be a number', "number.base")
+    if value < MIN_TIMEOUT_MS:
+        raise ValidationFailed(
+            "timeout",
+            "body",
+            f'"timeout" must be greater than or equal to {MIN_TIMEOUT_MS}',
+            "number.min",
+        )
+    if value > MAX_TIMEOUT_MS:
+        raise ValidationFailed(
+            "timeout",
+            "body",
+            f'"timeout" must be less than or equal to {MAX_TIMEOUT_MS}',
+            "number.max",
+        )
+    return int(value)
+
+
+def _queue(payload: dict[str, Any]) -> bool:
+    raw = payload.get("queue", True)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ValidationFailed("queue", "body", '"queue" must be a boolean', "boolean.base")
+
+
+def instant_request(payload: Any) -> InstantRequest:
+    if not isinstance(payload, dict):
+        raise not_an_object()
+    return InstantRequest(
+        name=required_string(payload, "name", "body"),
+        domain=required_string(payload, "domain", "body"),
+        timeout_ms=_timeout(payload),
+        queue=_queue(payload),
+    )
+
+
+def list_id_in_body(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        raise not_an_object()
+    return required_string(payload, "list_id", "body").strip()
+
+
+def query_id(query: dict[str, str], field: str) -> str:
+    return required_string(dict(query), field, "query").strip()
+
+
+def optional_flag(payload: dict[str, Any], field: str) -> bool:
+    raw = payload.get(field, False)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise ValidationFailed(field, "body", f'"{field}" must be a boolean', "boolean.base")

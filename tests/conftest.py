@@ -1,0 +1,142 @@
+"""Shared fixtures: a real Redis, the sandbox as a real upstream, gateway clients.
+
+The upstream in these tests is always a real HTTP server on loopback (the
+sandbox app, or a purpose-built fake app), never a patched client.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway import logging as gateway_logging
+from gateway.app import create_app
+from gateway.appkeys import TeamDirectory
+from gateway.auth import Quota, Team, TeamRegistry, hash_key
+from gateway.sandbox import Sandbox, SandboxConfig
+from gateway.settings import Settings
+from tests.servers import RedisServer, external_redis_url
+
+UPSTREAM_TOKEN = "upstream-secret-token-3f9a0c"
+ADMIN_TOKEN = "admin-secret-token-77b1"
+KEYS = {
+    "alpha": ("alpha-key-1", "alpha-key-2"),
+    "beta": ("beta-key-1",),
+}
+
+
+def team(name: str, quota: Quota | None = None) -> Team:
+    return Team(name, tuple(hash_key(k) for k in KEYS[name]), quota or Quota())
+
+
+def auth(team_name: str = "alpha") -> dict[str, str]:
+    return {"Authorization": KEYS[team_name][0]}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | str]:
+    """One redis-server for the whole session (or GATEWAY_TEST_REDIS_URL)."""
+    url = external_redis_url()
+    if url:
+        yield url
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer | str) -> Iterator[str]:
+    """The session Redis, flushed before each test that uses it."""
+    url = redis_server if isinstance(redis_server, str) else redis_server.url
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    yield url
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the gateway logs during the test, as rendered JSON lines."""
+    buffer = io.StringIO()
+    gateway_logging.configure(
+        "json", (UPSTREAM_TOKEN, ADMIN_TOKEN), stream=buffer, cache_loggers=False
+    )
+    yield buffer
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def sandbox_config(tmp_path: Path) -> SandboxConfig:
+    return SandboxConfig(
+        token=UPSTREAM_TOKEN,
+        queue_seconds=0.3,
+        slow_seconds=0.5,
+        bulk_seconds=0.6,
+        spool_dir=tmp_path,
+    )
+
+
+@pytest.fixture
+def sandbox(sandbox_config: SandboxConfig) -> Sandbox:
+    return Sandbox(sandbox_config)
+
+
+@pytest.fixture
+async def upstream_url(sandbox: Sandbox) -> AsyncIterator[str]:
+    """The sandbox served as the upstream on its own loopback port."""
+    server = TestServer(sandbox.make_app(), host="127.0.0.1")
+    await server.start_server()
+    yield f"http://127.0.0.1:{server.port}/v2"
+    await server.close()
+
+
+@pytest.fixture
+def settings(upstream_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        upstream_url=upstream_url,
+        api_token=UPSTREAM_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        spool_dir=tmp_path,
+        drain_delay=0,
+        upstream_timeout=5.0,
+        upstream_timeout_margin=2.0,
+    )
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
+    """Start gateway instances (same factory as production) on loopback ports."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def factory(
+        teams: list[Team] | None = None, **overrides: Any
+    ) -> TestClient[web.Request, web.Application]:
+        directory = TeamDirectory(TeamRegistry(teams or [team("alpha"), team("beta")]))
+        app = create_app(replace(settings, **overrides), teams=directory)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestClient[web.Request, web.Application]:
+    return await make_gateway()
