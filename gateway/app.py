@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import (
+    FINDER,
     HTTP_SESSION,
     LIFECYCLE,
     METRICS,
@@ -28,13 +29,19 @@ from gateway.appkeys import (
     TeamDirectory,
 )
 from gateway.auth import TeamRegistry
-from gateway.handlers import instant, lists, ops
+from gateway.background import background_ctx
+from gateway.cache import CachedAnswer, LookupCache
+from gateway.finder import Finder
+from gateway.handlers import admin, instant, lists, ops
 from gateway.metrics import Metrics
 from gateway.middleware import gateway_middleware
+from gateway.pricing import Prices
+from gateway.queued import MemoryQueuedStore, QueuedStore, RedisQueuedStore
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.settings import Settings
+from gateway.singleflight import SingleFlight
 from gateway.store import open_redis
-from gateway.upstream import Upstream, open_session
+from gateway.upstream import Upstream, UpstreamAnswer, open_session
 
 log = structlog.get_logger("gateway")
 
@@ -72,6 +79,8 @@ def create_app(
         app.cleanup_ctx.append(_sandbox_ctx)
     else:
         app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_finder_ctx)
+    app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(_lifecycle_ctx)
     _add_routes(app)
     return app
@@ -91,6 +100,7 @@ def _add_routes(app: web.Application) -> None:
     r.add_get("/healthz", ops.healthz, name="healthz")
     r.add_get("/readyz", ops.readyz, name="readyz")
     r.add_get("/metrics", ops.metrics_text, name="metrics")
+    r.add_post("/admin/cache/purge", admin.purge_cache, name="admin.cache_purge")
     if SANDBOX in app:
         r.add_get(
             "/sandbox/results/{list_id}/{filename}",
@@ -135,6 +145,16 @@ async def _sandbox_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("sandbox_started", upstream=f"http://{host}:{port}/v2")
     yield
     await runner.cleanup()
+
+
+async def _finder_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, redis, metrics = app[SETTINGS], app[REDIS], app[METRICS]
+    cache = LookupCache(settings, redis, metrics)
+    queued: QueuedStore = MemoryQueuedStore() if redis is None else RedisQueuedStore(redis)
+    flights: SingleFlight[UpstreamAnswer, CachedAnswer] = SingleFlight(redis, cache.guard)
+    app[FINDER] = Finder(settings, cache, flights, queued, metrics, Prices.from_settings(settings))
+    async with flights.running():
+        yield
 
 
 async def _lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from gateway.upstream import Upstream
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.finder import Finder
     from gateway.sandbox import Sandbox
 
 
@@ -65,5 +66,6 @@ HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", Upstream)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
 SANDBOX: web.AppKey[Sandbox] = web.AppKey("sandbox")
+FINDER: web.AppKey[Finder] = web.AppKey("finder")
 
 CONTEXT = web.RequestKey("context", RequestContext)

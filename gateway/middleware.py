@@ -34,6 +34,8 @@ from gateway.metrics import NO_TEAM
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Routes without a team key: probes, metrics, the sandbox's signed result
+# links, and admin routes (which check the admin token themselves).
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "admin", "sandbox_results"})
 
 log = structlog.get_logger("gateway.access")
@@ -57,7 +59,9 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request.headers.get("X-Request-ID", "")
     if not SANE_REQUEST_ID.match(rid):
         rid = uuid.uuid4().hex
-    route_name = request.match_info.route.name or "other"
+    # Route names may carry a detail after a dot (admin.cache_purge); the
+    # metric label keeps only the family, so its values stay a fixed set.
+    route_name = (request.match_info.route.name or "other").split(".", 1)[0]
     ctx = RequestContext(request_id=rid, route=route_name)
     request[CONTEXT] = ctx
     structlog.contextvars.bind_contextvars(request_id=rid, route=route_name)

@@ -33,14 +33,17 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The JSON body, or a 400 in Clearout's validation shape / 413 when too big."""
+    """The JSON body, or a 400 in Clearout's validation shape / 413 when too big.
+
+    `client_max_size` of the app equals `limit`, so aiohttp enforces it while
+    reading even when the body comes without a Content-Length.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    raw = bytearray()
-    while chunk := await request.content.read(CHUNK):
-        raw += chunk
-        if len(raw) > limit:
-            raise _too_large(limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -5,24 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import validation
-from gateway.appkeys import SETTINGS
+from gateway.appkeys import CONTEXT, FINDER, SETTINGS
 from gateway.handlers.common import call_upstream, read_json, relay
 
 
 async def instant(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    lookup = validation.instant_request(await read_json(request, settings.max_json_bytes))
-    answer = await call_upstream(
-        request,
-        "instant",
-        "POST",
-        "/email_finder/instant",
-        json_body=lookup.upstream_body(),
-        # Clearout answers 524 itself once the caller's timeout passes; the
-        # margin lets that answer (with its queue id) reach us first.
-        timeout=lookup.timeout_ms / 1000 + settings.upstream_timeout_margin,
+    lookup = validation.instant_request(
+        await read_json(request, request.app[SETTINGS].max_json_bytes)
     )
-    return relay(answer)
+    ctx = request[CONTEXT]
+    assert ctx.team is not None  # the middleware authenticated this route
+    response, ctx.cache = await request.app[FINDER].instant(request, ctx.team, lookup)
+    return response
 
 
 async def queue_status(request: web.Request) -> web.StreamResponse:
@@ -35,4 +29,6 @@ async def queue_status(request: web.Request) -> web.StreamResponse:
         params={"qid": qid},
         timeout=request.app[SETTINGS].upstream_timeout,
     )
+    # A completed queued lookup fills the cache, so the next ask is a hit.
+    await request.app[FINDER].complete_queued(qid, answer)
     return relay(answer)

@@ -1,0 +1,177 @@
+"""The instant lookup's path through cache, single-flight and upstream.
+
+    key = normalize(name, domain)
+    cache hit ─────────────────────────────► answer (X-Cache: HIT, credits saved)
+    queued lookup for this key ────────────► the same 524 (X-Cache: COALESCED)
+    single-flight(key):
+        another caller is asking ──────────► its answer (X-Cache: COALESCED)
+        we lead: upstream ─► cache by TTL class, remember a 524's queue id
+                                           ► answer (X-Cache: MISS)
+
+`X-Gateway-Cache: bypass` goes straight upstream and neither reads nor
+writes the cache; `refresh` skips the read and replaces the entry.  Other
+client headers (`Cache-Control: no-cache` and friends) change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+
+from gateway.auth import Team
+from gateway.cache import CachedAnswer, LookupCache
+from gateway.handlers.common import call_upstream, relay
+from gateway.metrics import Metrics
+from gateway.pricing import Prices, credits_for, outcome, success_data
+from gateway.queued import QueuedLookup, QueuedStore
+from gateway.settings import Settings
+from gateway.singleflight import SingleFlight
+from gateway.upstream import UpstreamAnswer
+from gateway.validation import InstantRequest
+
+log = structlog.get_logger("gateway.finder")
+
+CacheMode = Literal["normal", "refresh", "bypass"]
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def cache_mode(request: web.Request) -> CacheMode:
+    value = request.headers.get("X-Gateway-Cache", "").strip().lower()
+    if value in ("refresh", "bypass"):
+        return value  # type: ignore[return-value]
+    return "normal"
+
+
+@dataclass
+class Finder:
+    settings: Settings
+    cache: LookupCache
+    flights: SingleFlight[UpstreamAnswer, CachedAnswer]
+    queued: QueuedStore
+    metrics: Metrics
+    prices: Prices
+
+    async def instant(
+        self, request: web.Request, team: Team, lookup: InstantRequest
+    ) -> tuple[web.Response, str]:
+        """The caller's response and its X-Cache value."""
+        mode = cache_mode(request)
+        key = self.cache.key(team.name, lookup.name, lookup.domain)
+        if mode == "bypass":
+            answer = await self._ask_upstream(request, team, lookup, key, store=False)
+            return self._count(relay(answer), "BYPASS"), "BYPASS"
+        if mode == "normal":
+            hit = await self.cache.get(key)
+            if hit is not None:
+                self.metrics.credits_saved.labels(team.name).inc(hit.credits)
+                return self._count(self._replay(hit), "HIT"), "HIT"
+            queued = await self._queued_for(key)
+            if queued is not None:
+                return self._count(self._replay_queued(queued), "COALESCED"), "COALESCED"
+        result, coalesced = await self.flights.run(
+            key,
+            lambda: self._ask_upstream(request, team, lookup, key, store=True),
+            (lambda: self.cache.get(key)) if mode == "normal" else None,
+            timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
+            lock_ttl=lookup.timeout_ms / 1000 + 2 * self.settings.upstream_timeout_margin,
+        )
+        if isinstance(result, CachedAnswer):
+            self.metrics.credits_saved.labels(team.name).inc(result.credits)
+            return self._count(self._replay(result), "COALESCED"), "COALESCED"
+        status = "COALESCED" if coalesced else "MISS"
+        if coalesced:
+            data = success_data(result.json())
+            if data is not None:
+                self.metrics.credits_saved.labels(team.name).inc(credits_for(data, self.prices))
+        return self._count(relay(result), status), status
+
+    def _count(self, response: web.Response, status: str) -> web.Response:
+        response.headers["X-Cache"] = status
+        self.metrics.cache_requests.labels(status.lower()).inc()
+        return response
+
+    @staticmethod
+    def _replay(hit: CachedAnswer) -> web.Response:
+        return web.Response(body=hit.body, headers=JSON_HEADERS)
+
+    @staticmethod
+    def _replay_queued(item: QueuedLookup) -> web.Response:
+        return web.Response(
+            status=524, reason="A Timeout Occurred", body=item.body, headers=JSON_HEADERS
+        )
+
+    async def _queued_for(self, key: str) -> QueuedLookup | None:
+        if not self.cache.guard.available:
+            return None
+        try:
+            return await self.queued.by_key(key)
+        except Exception as exc:  # treated as not queued
+            self.cache.guard.failed(exc)
+            return None
+
+    async def _ask_upstream(
+        self, request: web.Request, team: Team, lookup: InstantRequest, key: str, *, store: bool
+    ) -> UpstreamAnswer:
+        answer = await call_upstream(
+            request,
+            "instant",
+            "POST",
+            "/email_finder/instant",
+            json_body=lookup.upstream_body(),
+            # Clearout answers 524 itself once the caller's timeout passes; the
+            # margin lets that answer (with its queue id) reach us first.
+            timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
+        )
+        payload = answer.json()
+        data = success_data(payload) if answer.status == 200 else None
+        if data is not None:
+            credits = credits_for(data, self.prices)
+            self.metrics.credits_spent.labels(team.name).inc(credits)
+            kind = outcome(data)
+            if store and kind != "other":
+                await self.cache.set(key, CachedAnswer(answer.body, credits, kind == "found"))
+        elif answer.status == 524 and store:
+            qid = _queue_id(payload)
+            if qid:
+                await self._remember_queued(QueuedLookup(qid, key, team.name, answer.body))
+        return answer
+
+    async def _remember_queued(self, item: QueuedLookup) -> None:
+        try:
+            await self.queued.record(item, self.settings.queued_reservation_ttl)
+        except Exception as exc:  # the caller still gets its 524
+            self.cache.guard.failed(exc)
+
+    async def complete_queued(self, qid: str, answer: UpstreamAnswer) -> None:
+        """A queue_status answer for `qid`: fill the cache once the lookup completed."""
+        data = success_data(answer.json()) if answer.status == 200 else None
+        if data is None or data.get("query_status") != "completed":
+            return
+        try:
+            item = await self.queued.get(qid)
+            if item is None or not await self.queued.finish(item):
+                return  # not ours, or already completed by someone else
+        except Exception as exc:
+            self.cache.guard.failed(exc)
+            return
+        instant = {k: v for k, v in data.items() if k != "query_status"}
+        body = json.dumps({"status": "success", "data": instant}).encode()
+        credits = credits_for(instant, self.prices)
+        self.metrics.credits_spent.labels(item.team).inc(credits)
+        kind = outcome(instant)
+        if kind != "other":
+            await self.cache.set(item.key, CachedAnswer(body, credits, kind == "found"))
+        log.info("queued_lookup_completed", queue_id=qid, team=item.team, credits=credits)
+
+
+def _queue_id(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    info = error.get("additional_info") if isinstance(error, dict) else None
+    qid = info.get("queue_id") if isinstance(info, dict) else None
+    return qid if isinstance(qid, str) and qid else None

@@ -1,0 +1,202 @@
+"""Single-flight: N concurrent identical misses make one upstream call.
+
+Two layers.  Inside one process, the first caller for a key becomes the
+leader and the others await its future (they get the leader's answer, even an
+error, since they asked the same question at the same moment).  Across
+processes sharing Redis, the leader also holds a Redis lock
+`cgw:sf:lock:<key>` (SET NX PX, expiring after the leader's own upstream
+timeout, so a crashed holder cannot block the key for longer); a caller that
+finds the lock taken waits for the leader's "done" message on pub/sub
+channel `cgw:sf:done:<key>` and then reads the cache, polling every
+`POLL_SECONDS` as well in case a message is lost or the holder died.  Each
+waiter gives up at its own deadline.
+
+If Redis is unavailable the lock is skipped (a possible duplicate call is
+better than a failed request); in-process coalescing still applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+import structlog
+from redis.asyncio import Redis
+
+from gateway.cache import StoreGuard
+from gateway.errors import UpstreamTimeout
+
+log = structlog.get_logger("gateway.singleflight")
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+LOCK_PREFIX = "cgw:sf:lock:"
+DONE_PREFIX = "cgw:sf:done:"
+POLL_SECONDS = 0.25
+
+# Delete the lock only if we still own it (it may have expired and been
+# taken by another leader).
+RELEASE_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class SingleFlight(Generic[T, C]):
+    def __init__(self, redis: Redis | None, guard: StoreGuard) -> None:
+        self._redis = redis
+        self._guard = guard
+        self._flights: dict[str, asyncio.Future[T]] = {}
+        self._events: dict[str, asyncio.Event] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    # ---- lifecycle (pub/sub listener) -------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        if self._redis is not None:
+            self._listener = asyncio.create_task(self._listen(), name="singleflight-listener")
+        try:
+            yield
+        finally:
+            if self._listener is not None:
+                self._listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._listener
+
+    async def _listen(self) -> None:
+        assert self._redis is not None
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(DONE_PREFIX + "*")
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "pmessage":
+                        channel = message["channel"]
+                        if isinstance(channel, bytes):
+                            channel = channel.decode("utf-8", "replace")
+                        event = self._events.get(channel[len(DONE_PREFIX) :])
+                        if event is not None:
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # reconnect: polling covers the gap meanwhile
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # ---- the flight ---------------------------------------------------------
+
+    async def run(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[T]],
+        recheck: Callable[[], Awaitable[C | None]] | None,
+        *,
+        timeout: float,
+        lock_ttl: float,
+    ) -> tuple[T | C, bool]:
+        """The answer for `key` and whether it came from someone else's call."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            try:
+                return await asyncio.wait_for(asyncio.shield(flight), timeout), True
+            except TimeoutError:
+                raise _gave_up() from None
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            result, coalesced = await self._lead_or_wait(key, fetch, recheck, timeout, lock_ttl)
+        except BaseException as exc:
+            if not flight.done():
+                flight.set_exception(exc)
+                flight.exception()  # mark retrieved: waiters may be none
+            raise
+        finally:
+            self._flights.pop(key, None)
+        if not flight.done():
+            flight.set_result(result)  # type: ignore[arg-type]
+        return result, coalesced
+
+    async def _lead_or_wait(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[T]],
+        recheck: Callable[[], Awaitable[C | None]] | None,
+        timeout: float,
+        lock_ttl: float,
+    ) -> tuple[T | C, bool]:
+        if self._redis is None:
+            return await fetch(), False
+        deadline = time.monotonic() + timeout
+        event = self._events.setdefault(key, asyncio.Event())
+        try:
+            while True:
+                token = await self._try_lock(key, lock_ttl)
+                if token is not None:
+                    # Between our miss and the lock, a leader elsewhere may
+                    # have finished: read again before paying.
+                    cached = await recheck() if recheck is not None and token else None
+                    if cached is not None:
+                        await self._release(key, token)
+                        return cached, True
+                    try:
+                        return await fetch(), False
+                    finally:
+                        await self._release(key, token)
+                        await self._announce(key)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _gave_up()
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(POLL_SECONDS, left))
+                if recheck is not None:
+                    cached = await recheck()
+                    if cached is not None:
+                        return cached, True
+        finally:
+            self._events.pop(key, None)
+
+    async def _try_lock(self, key: str, ttl: float) -> str | None:
+        """A lock token; "" when Redis is unusable (lead without a lock); None if taken."""
+        if self._redis is None or not self._guard.available:
+            return ""
+        token = secrets.token_hex(8)
+        try:
+            acquired = await self._redis.set(LOCK_PREFIX + key, token, nx=True, px=int(ttl * 1000))
+        except Exception as exc:  # degrade: lead without the lock
+            self._guard.failed(exc)
+            return ""
+        return token if acquired else None
+
+    async def _release(self, key: str, token: str) -> None:
+        if not token or self._redis is None:
+            return
+        try:
+            await self._redis.eval(RELEASE_LUA, 1, LOCK_PREFIX + key, token)
+        except Exception as exc:  # the lock expires by itself
+            self._guard.failed(exc)
+
+    async def _announce(self, key: str) -> None:
+        if self._redis is None or not self._guard.available:
+            return
+        try:
+            await self._redis.publish(DONE_PREFIX + key, b"1")
+        except Exception as exc:  # waiters poll as well
+            self._guard.failed(exc)
+
+
+def _gave_up() -> UpstreamTimeout:
+    return UpstreamTimeout(
+        "An identical lookup is still in progress and did not finish within your timeout"
+    )
