@@ -8,6 +8,8 @@ at it; nothing above the seam knows the difference.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from gateway import logging as gateway_logging
 from gateway.appkeys import (
     FINDER,
     HTTP_SESSION,
@@ -34,7 +37,7 @@ from gateway.cache import CachedAnswer, LookupCache
 from gateway.finder import Finder
 from gateway.handlers import admin, instant, lists, ops
 from gateway.metrics import Metrics
-from gateway.middleware import gateway_middleware
+from gateway.middleware import Handler, endpoint, method_not_allowed, not_found
 from gateway.pricing import Prices
 from gateway.queued import MemoryQueuedStore, QueuedStore, RedisQueuedStore
 from gateway.sandbox import Sandbox, SandboxConfig
@@ -62,13 +65,14 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> web.Application:
     # client_max_size bounds request.read()/json(); bulk uploads stream past it.
-    app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_json_bytes)
+    app = web.Application(client_max_size=settings.max_json_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app[TEAMS] = teams or load_teams(settings)
     app[TEAMS].loaded_at = time.time()
     app[LIFECYCLE] = Lifecycle()
 
+    app.cleanup_ctx.append(_log_flush_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_http_session_ctx)
     if settings.sandbox:
@@ -86,27 +90,57 @@ def create_app(
     return app
 
 
+FINDER_PATHS: dict[str, tuple[str, Handler, str]] = {
+    # path: (method, handler, route label)
+    "/v2/email_finder/instant": ("POST", instant.instant, "instant"),
+    "/v2/email_finder/instant/queue_status": ("GET", instant.queue_status, "queue_status"),
+    "/v2/email_finder/bulk": ("POST", lists.bulk, "bulk"),
+    "/v2/email_finder/bulk/progress_status": ("GET", lists.progress_status, "progress_status"),
+    "/v2/email_finder/download/result": ("POST", lists.download_result, "download_result"),
+    "/v2/email_finder/list/cancel": ("POST", lists.list_cancel, "list_cancel"),
+    "/v2/email_finder/list/remove": ("POST", lists.list_remove, "list_remove"),
+}
+
+
 def _add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_post("/v2/email_finder/instant", instant.instant, name="instant")
-    r.add_get("/v2/email_finder/instant/queue_status", instant.queue_status, name="queue_status")
-    r.add_post("/v2/email_finder/bulk", lists.bulk, name="bulk")
-    r.add_get(
-        "/v2/email_finder/bulk/progress_status", lists.progress_status, name="progress_status"
-    )
-    r.add_post("/v2/email_finder/download/result", lists.download_result, name="download_result")
-    r.add_post("/v2/email_finder/list/cancel", lists.list_cancel, name="list_cancel")
-    r.add_post("/v2/email_finder/list/remove", lists.list_remove, name="list_remove")
-    r.add_get("/healthz", ops.healthz, name="healthz")
-    r.add_get("/readyz", ops.readyz, name="readyz")
-    r.add_get("/metrics", ops.metrics_text, name="metrics")
-    r.add_post("/admin/cache/purge", admin.purge_cache, name="admin.cache_purge")
+    for path, (method, handler, route) in FINDER_PATHS.items():
+        r.add_route(method, path, endpoint(route, team_auth=True)(handler))
+        # Same path, other methods: 405 in the envelope, no auth needed to learn that.
+        r.add_route("*", path, endpoint(route, team_auth=False)(method_not_allowed))
+    ops_routes: list[tuple[str, str, Handler, str]] = [
+        ("GET", "/healthz", ops.healthz, "healthz"),
+        ("GET", "/readyz", ops.readyz, "readyz"),
+        ("GET", "/metrics", ops.metrics_text, "metrics"),
+        ("POST", "/admin/cache/purge", admin.purge_cache, "admin"),
+    ]
     if SANDBOX in app:
-        r.add_get(
-            "/sandbox/results/{list_id}/{filename}",
-            app[SANDBOX].serve_result,
-            name="sandbox_results",
+        ops_routes.append(
+            ("GET", "/sandbox/results/{list_id}/{filename}", app[SANDBOX].serve_result, "other")
         )
+    for method, path, op_handler, route in ops_routes:
+        r.add_route(method, path, endpoint(route, team_auth=False)(op_handler))
+        r.add_route("*", path, endpoint(route, team_auth=False)(method_not_allowed))
+    r.add_route("*", "/{tail:.*}", endpoint("other", team_auth=False)(not_found))
+
+
+async def _log_flush_ctx(_app: web.Application) -> AsyncIterator[None]:
+    """Buffer log lines while serving; flush them every FLUSH_SECONDS and at the end."""
+    sink = gateway_logging.sink()
+    sink.buffering = True
+
+    async def flush_periodically() -> None:
+        while True:
+            await asyncio.sleep(gateway_logging.FLUSH_SECONDS)
+            sink.flush()
+
+    task = asyncio.create_task(flush_periodically(), name="log-flush")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    sink.buffering = False
+    sink.flush()
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -158,6 +192,11 @@ async def _finder_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Per-team series exist from the start at 0, so the first credit a team
+    # spends after a restart shows in rate()/increase() instead of vanishing.
+    for name in app[TEAMS].registry.names():
+        app[METRICS].credits_spent.labels(name)
+        app[METRICS].credits_saved.labels(name)
     app[LIFECYCLE].started = True
     app[METRICS].ready.set(1)
     yield

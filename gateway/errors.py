@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from aiohttp import web
 
@@ -34,9 +34,11 @@ JSON_CONTENT_TYPE = "application/json"
 
 
 class GatewayError(Exception):
-    status: ClassVar[int] = 500
-    code: ClassVar[int] = 9000
-    reason: ClassVar[str] = "internal_error"
+    # Class-level defaults; an instance may carry another status (aiohttp's
+    # own HTTP errors are translated that way).
+    status: int = 500
+    code: int = 9000
+    reason: str = "internal_error"
 
     def __init__(
         self,

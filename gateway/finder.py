@@ -67,7 +67,7 @@ class Finder:
         if mode == "normal":
             hit = await self.cache.get(key)
             if hit is not None:
-                self.metrics.credits_saved.labels(team.name).inc(hit.credits)
+                self.metrics.count_saved(team.name, hit.credits)
                 return self._count(self._replay(hit), "HIT"), "HIT"
             queued = await self._queued_for(key)
             if queued is not None:
@@ -80,18 +80,18 @@ class Finder:
             lock_ttl=lookup.timeout_ms / 1000 + 2 * self.settings.upstream_timeout_margin,
         )
         if isinstance(result, CachedAnswer):
-            self.metrics.credits_saved.labels(team.name).inc(result.credits)
+            self.metrics.count_saved(team.name, result.credits)
             return self._count(self._replay(result), "COALESCED"), "COALESCED"
         status = "COALESCED" if coalesced else "MISS"
         if coalesced:
             data = success_data(result.json())
             if data is not None:
-                self.metrics.credits_saved.labels(team.name).inc(credits_for(data, self.prices))
+                self.metrics.count_saved(team.name, credits_for(data, self.prices))
         return self._count(relay(result), status), status
 
     def _count(self, response: web.Response, status: str) -> web.Response:
         response.headers["X-Cache"] = status
-        self.metrics.cache_requests.labels(status.lower()).inc()
+        self.metrics.count_cache(status.lower())
         return response
 
     @staticmethod

@@ -38,6 +38,7 @@ ROUTES = (
 )
 
 NO_TEAM = "none"
+CACHE_RESULTS = ("hit", "miss", "coalesced", "bypass")
 
 
 @dataclass
@@ -139,3 +140,29 @@ class Metrics:
         )
         for result in ("hit", "miss", "coalesced", "bypass"):
             self.cache_requests.labels(result)
+        # `.labels()` hashes and validates its arguments on every call; the
+        # per-request metrics keep their children (bounded label sets).
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+        self._cache_children = {r: self.cache_requests.labels(r) for r in CACHE_RESULTS}
+        self._saved_children: dict[str, Counter] = {}
+
+    def observe_request(self, route: str, team: str, status: int, seconds: float) -> None:
+        child = self._request_children.get((route, team, status))
+        if child is None:
+            child = self.requests.labels(route, team, str(status))
+            self._request_children[(route, team, status)] = child
+        child.inc()
+        duration = self._duration_children.get(route)
+        if duration is None:
+            duration = self._duration_children[route] = self.request_duration.labels(route)
+        duration.observe(seconds)
+
+    def count_cache(self, result: str) -> None:
+        self._cache_children[result].inc()
+
+    def count_saved(self, team: str, credits: int) -> None:
+        child = self._saved_children.get(team)
+        if child is None:
+            child = self._saved_children[team] = self.credits_saved.labels(team)
+        child.inc(credits)

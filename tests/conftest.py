@@ -65,14 +65,23 @@ def redis_url(redis_server: RedisServer | str) -> Iterator[str]:
     yield url
 
 
+class LogCapture:
+    """Everything the gateway logs during a test, as rendered JSON lines."""
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._sink = gateway_logging.configure(
+            "json", (UPSTREAM_TOKEN, ADMIN_TOKEN), stream=self._buffer, cache_loggers=False
+        )
+
+    def text(self) -> str:
+        self._sink.flush()  # the app buffers lines while it runs
+        return self._buffer.getvalue()
+
+
 @pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything the gateway logs during the test, as rendered JSON lines."""
-    buffer = io.StringIO()
-    gateway_logging.configure(
-        "json", (UPSTREAM_TOKEN, ADMIN_TOKEN), stream=buffer, cache_loggers=False
-    )
-    yield buffer
+def log_output() -> Iterator[LogCapture]:
+    yield LogCapture()
     structlog.reset_defaults()
 
 

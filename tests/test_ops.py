@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -10,7 +9,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.appkeys import LIFECYCLE
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_TOKEN, GatewayFactory, auth
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_TOKEN, GatewayFactory, LogCapture, auth
 from tests.servers import RedisServer, free_port
 
 
@@ -60,7 +59,7 @@ async def test_readyz_without_redis_listening(make_gateway: GatewayFactory) -> N
 
 
 async def test_secrets_never_leave_the_process(
-    log_output: io.StringIO, make_gateway: GatewayFactory
+    log_output: LogCapture, make_gateway: GatewayFactory
 ) -> None:
     """No response (any route, any outcome) nor log line carries the upstream token."""
     gateway = await make_gateway()
@@ -92,8 +91,9 @@ async def test_secrets_never_leave_the_process(
             "/v2/email_finder/instant", json={"name": "A B", "domain": "c.io"}, headers=auth()
         )
     )
-    logged = log_output.getvalue()
-    assert '"event": "request"' in logged
+    logged = log_output.text()
+    events = [json.loads(line) for line in logged.splitlines()]
+    assert any(e["event"] == "request" and e["request_id"] for e in events)
     for text in [*seen, logged]:
         assert UPSTREAM_TOKEN not in text
         assert ADMIN_TOKEN not in text
