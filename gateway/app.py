@@ -105,9 +105,9 @@ FINDER_PATHS: dict[str, tuple[str, Handler, str]] = {
 def _add_routes(app: web.Application) -> None:
     r = app.router
     for path, (method, handler, route) in FINDER_PATHS.items():
-        r.add_route(method, path, endpoint(route, team_auth=True)(handler))
+        r.add_route(method, path, endpoint(app, route, team_auth=True)(handler))
         # Same path, other methods: 405 in the envelope, no auth needed to learn that.
-        r.add_route("*", path, endpoint(route, team_auth=False)(method_not_allowed))
+        r.add_route("*", path, endpoint(app, route, team_auth=False)(method_not_allowed))
     ops_routes: list[tuple[str, str, Handler, str]] = [
         ("GET", "/healthz", ops.healthz, "healthz"),
         ("GET", "/readyz", ops.readyz, "readyz"),
@@ -119,9 +119,9 @@ def _add_routes(app: web.Application) -> None:
             ("GET", "/sandbox/results/{list_id}/{filename}", app[SANDBOX].serve_result, "other")
         )
     for method, path, op_handler, route in ops_routes:
-        r.add_route(method, path, endpoint(route, team_auth=False)(op_handler))
-        r.add_route("*", path, endpoint(route, team_auth=False)(method_not_allowed))
-    r.add_route("*", "/{tail:.*}", endpoint("other", team_auth=False)(not_found))
+        r.add_route(method, path, endpoint(app, route, team_auth=False)(op_handler))
+        r.add_route("*", path, endpoint(app, route, team_auth=False)(method_not_allowed))
+    r.add_route("*", "/{tail:.*}", endpoint(app, "other", team_auth=False)(not_found))
 
 
 async def _log_flush_ctx(_app: web.Application) -> AsyncIterator[None]:
@@ -195,8 +195,7 @@ async def _lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     # Per-team series exist from the start at 0, so the first credit a team
     # spends after a restart shows in rate()/increase() instead of vanishing.
     for name in app[TEAMS].registry.names():
-        app[METRICS].credits_spent.labels(name)
-        app[METRICS].credits_saved.labels(name)
+        app[METRICS].add_team(name)
     app[LIFECYCLE].started = True
     app[METRICS].ready.set(1)
     yield

@@ -6,7 +6,7 @@ importing the factory that imports them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ class TeamDirectory:
     loaded_at: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
     """What one request's access-log line and metrics need to know."""
 
@@ -55,7 +55,6 @@ class RequestContext:
     team: Team | None = None
     cache: str | None = None
     upstream_ms: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -27,6 +27,7 @@ HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 # Printed at start in sandbox mode when no teams file is given, so a developer
 # can call the sandbox straight away.  It is only ever accepted in sandbox mode.
 SANDBOX_DEMO_KEY = "sandbox-demo-key"
+ACCEPTED_CACHE_SIZE = 4096
 SANDBOX_DEMO_TEAM = "demo"
 
 
@@ -82,6 +83,7 @@ class TeamRegistry:
     def __init__(self, teams: Iterable[Team]) -> None:
         self.teams: dict[str, Team] = {}
         self._digests: list[tuple[bytes, Team]] = []
+        self._accepted: dict[str, Team] = {}
         for team in teams:
             if team.name in self.teams:
                 raise TeamsFileError(f"team {team.name!r} appears twice")
@@ -95,6 +97,13 @@ class TeamRegistry:
             seen.add(digest_bytes)
 
     def authenticate(self, authorization: str | None) -> Team | None:
+        # Header values that already proved valid skip the hash-and-compare
+        # pass.  Only successes are remembered (bounded), so guessing keys
+        # always pays the full constant-time scan and cannot grow the map.
+        if authorization is not None:
+            known_team = self._accepted.get(authorization)
+            if known_team is not None:
+                return known_team
         key = presented_key(authorization)
         if key is None:
             return None
@@ -104,6 +113,10 @@ class TeamRegistry:
             # No early exit: every comparison runs whatever matched.
             if hmac.compare_digest(known, digest):
                 found = team
+        if found is not None and authorization is not None:
+            if len(self._accepted) >= ACCEPTED_CACHE_SIZE:
+                self._accepted.clear()
+            self._accepted[authorization] = found
         return found
 
     def names(self) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.auth import Team
 from gateway.cache import CachedAnswer, LookupCache
@@ -65,10 +66,11 @@ class Finder:
             answer = await self._ask_upstream(request, team, lookup, key, store=False)
             return self._count(relay(answer), "BYPASS"), "BYPASS"
         if mode == "normal":
-            hit = await self.cache.get(key)
+            # The in-process layer first, without a coroutine hop: the hot path.
+            hit = self.cache.get_local(key) or await self.cache.get(key)
             if hit is not None:
                 self.metrics.count_saved(team.name, hit.credits)
-                return self._count(self._replay(hit), "HIT"), "HIT"
+                return self._hit(hit, "HIT"), "HIT"
             queued = await self._queued_for(key)
             if queued is not None:
                 return self._count(self._replay_queued(queued), "COALESCED"), "COALESCED"
@@ -81,7 +83,7 @@ class Finder:
         )
         if isinstance(result, CachedAnswer):
             self.metrics.count_saved(team.name, result.credits)
-            return self._count(self._replay(result), "COALESCED"), "COALESCED"
+            return self._hit(result, "COALESCED"), "COALESCED"
         status = "COALESCED" if coalesced else "MISS"
         if coalesced:
             data = success_data(result.json())
@@ -94,9 +96,12 @@ class Finder:
         self.metrics.count_cache(status.lower())
         return response
 
-    @staticmethod
-    def _replay(hit: CachedAnswer) -> web.Response:
-        return web.Response(body=hit.body, headers=JSON_HEADERS)
+    def _hit(self, hit: CachedAnswer, status: str) -> web.Response:
+        """A cached answer as the caller's response (the hot path: headers built once)."""
+        self.metrics.count_cache(status.lower())
+        headers = CIMultiDict(JSON_HEADERS)
+        headers["X-Cache"] = status
+        return web.Response(body=hit.body, headers=headers)
 
     @staticmethod
     def _replay_queued(item: QueuedLookup) -> web.Response:

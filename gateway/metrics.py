@@ -10,9 +10,19 @@ numeric error codes.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 # 1 ms .. 180 s: cache hits sit in the first buckets, queued upstream lookups
 # (timeout up to 180 s) in the last ones.
@@ -49,19 +59,6 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter(
-            "clearout_gateway_requests",
-            "Requests answered by the gateway, by route, team and HTTP status.",
-            ["route", "team", "status"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "clearout_gateway_request_duration_seconds",
-            "Time from request received to response ready, by route.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
         self.upstream_requests = Counter(
             "clearout_gateway_upstream_requests",
             "Calls made to the upstream Clearout API, by route and HTTP status.",
@@ -81,21 +78,9 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
-        self.cache_requests = Counter(
-            "clearout_gateway_cache_requests",
-            "Instant lookups by cache outcome.",
-            ["result"],
-            registry=r,
-        )
         self.credits_spent = Counter(
             "clearout_gateway_credits_spent",
             "Upstream credits charged for a team's lookups.",
-            ["team"],
-            registry=r,
-        )
-        self.credits_saved = Counter(
-            "clearout_gateway_credits_saved",
-            "Credits a team's cache hits would have cost upstream.",
             ["team"],
             registry=r,
         )
@@ -112,9 +97,6 @@ class Metrics:
         )
         self.ready = Gauge(
             "clearout_gateway_ready", "1 when the gateway is ready to serve.", registry=r
-        )
-        self.inflight = Gauge(
-            "clearout_gateway_inflight_requests", "Requests being handled now.", registry=r
         )
         self.store_errors = Counter(
             "clearout_gateway_store_errors",
@@ -138,31 +120,88 @@ class Metrics:
             "The upstream's x-ratelimit-remaining from its latest answer.",
             registry=r,
         )
-        for result in ("hit", "miss", "coalesced", "bypass"):
-            self.cache_requests.labels(result)
-        # `.labels()` hashes and validates its arguments on every call; the
-        # per-request metrics keep their children (bounded label sets).
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
-        self._cache_children = {r: self.cache_requests.labels(r) for r in CACHE_RESULTS}
-        self._saved_children: dict[str, Counter] = {}
+        self.hot = HotMetrics()
+        r.register(self.hot)
 
+    # The hot-path metrics: plain counters behind a collector (see HotMetrics).
     def observe_request(self, route: str, team: str, status: int, seconds: float) -> None:
-        child = self._request_children.get((route, team, status))
-        if child is None:
-            child = self.requests.labels(route, team, str(status))
-            self._request_children[(route, team, status)] = child
-        child.inc()
-        duration = self._duration_children.get(route)
-        if duration is None:
-            duration = self._duration_children[route] = self.request_duration.labels(route)
-        duration.observe(seconds)
+        hot = self.hot
+        key = (route, team, status)
+        hot.requests[key] = hot.requests.get(key, 0) + 1
+        buckets = hot.durations.get(route)
+        if buckets is None:
+            buckets = hot.durations[route] = [0] * (len(LATENCY_BUCKETS) + 1)
+            hot.duration_sums[route] = 0.0
+        buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        hot.duration_sums[route] += seconds
 
     def count_cache(self, result: str) -> None:
-        self._cache_children[result].inc()
+        self.hot.cache[result] += 1
 
     def count_saved(self, team: str, credits: int) -> None:
-        child = self._saved_children.get(team)
-        if child is None:
-            child = self._saved_children[team] = self.credits_saved.labels(team)
-        child.inc(credits)
+        self.hot.saved[team] = self.hot.saved.get(team, 0) + credits
+
+    def add_team(self, team: str) -> None:
+        """Create a team's credit series at 0, so its first credits show in rate()."""
+        self.hot.saved.setdefault(team, 0)
+        self.credits_spent.labels(team)
+
+
+class HotMetrics(Collector):
+    """Per-request metrics kept as plain numbers and turned into samples at scrape time.
+
+    prometheus_client takes a lock and validates labels on every update,
+    which on the cache-hit path cost several microseconds per request; the
+    gateway updates these from its single event-loop thread, so plain dict
+    increments are safe and the exposition is identical (same names, types,
+    labels and buckets).
+    """
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[str, list[int]] = {}
+        self.duration_sums: dict[str, float] = {}
+        self.cache: dict[str, int] = dict.fromkeys(CACHE_RESULTS, 0)
+        self.saved: dict[str, int] = {}
+        self.inflight = 0
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "clearout_gateway_requests",
+            "Requests answered by the gateway, by route, team and HTTP status.",
+            labels=["route", "team", "status"],
+        )
+        for (route, team, status), value in self.requests.items():
+            requests.add_metric([route, team, str(status)], value)
+        yield requests
+        duration = HistogramMetricFamily(
+            "clearout_gateway_request_duration_seconds",
+            "Time from request received to response ready, by route.",
+            labels=["route"],
+        )
+        bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
+        for route, counts in self.durations.items():
+            cumulative = list(accumulate(counts))
+            duration.add_metric(
+                [route], list(zip(bounds, cumulative, strict=True)), self.duration_sums[route]
+            )
+        yield duration
+        cache = CounterMetricFamily(
+            "clearout_gateway_cache_requests",
+            "Instant lookups by cache outcome.",
+            labels=["result"],
+        )
+        for result, value in self.cache.items():
+            cache.add_metric([result], value)
+        yield cache
+        saved = CounterMetricFamily(
+            "clearout_gateway_credits_saved",
+            "Credits a team's cache hits would have cost upstream.",
+            labels=["team"],
+        )
+        for team, value in self.saved.items():
+            saved.add_metric([team], value)
+        yield saved
+        yield GaugeMetricFamily(
+            "clearout_gateway_inflight_requests", "Requests being handled now.", value=self.inflight
+        )

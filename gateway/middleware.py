@@ -34,7 +34,7 @@ from gateway.errors import (
     RouteNotFound,
     Unauthorized,
 )
-from gateway.logging import bind_request
+from gateway.logging import access, bind_request
 from gateway.metrics import NO_TEAM
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,8 +63,11 @@ def _translate(exc: web.HTTPException) -> GatewayError:
     return error
 
 
-def endpoint(route: str, *, team_auth: bool) -> Callable[[Handler], Handler]:
+def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[Handler], Handler]:
     """Wrap `handler` for `route` (the metric label) with the gateway's request duties."""
+    # Resolved once: both objects live as long as the app (the team directory
+    # is updated in place on reload).
+    metrics, teams = app[METRICS], app[TEAMS]
 
     def wrap(handler: Handler) -> Handler:
         async def serve(request: web.Request) -> web.StreamResponse:
@@ -74,17 +77,14 @@ def endpoint(route: str, *, team_auth: bool) -> Callable[[Handler], Handler]:
                 rid = f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
             ctx = RequestContext(request_id=rid, route=route)
             request[CONTEXT] = ctx
-            metrics = request.app[METRICS]
             team_name = NO_TEAM
             # Probes and scrapes are not work in flight (a scrape would count itself).
             counted = route not in QUIET_ROUTES
             if counted:
-                metrics.inflight.inc()
+                metrics.hot.inflight += 1
             try:
                 if team_auth:
-                    team = request.app[TEAMS].registry.authenticate(
-                        request.headers.get("Authorization")
-                    )
+                    team = teams.registry.authenticate(request.headers.get("Authorization"))
                     if team is None:
                         bind_request(request_id=rid, route=route, team=NO_TEAM)
                         raise Unauthorized("Invalid API Token, please use a valid gateway team key")
@@ -101,20 +101,18 @@ def endpoint(route: str, *, team_auth: bool) -> Callable[[Handler], Handler]:
                 response = GatewayError("Internal gateway error").to_response()
             finally:
                 if counted:
-                    metrics.inflight.dec()
+                    metrics.hot.inflight -= 1
             response.headers["X-Request-ID"] = rid
             elapsed = time.perf_counter() - started
             metrics.observe_request(route, team_name, response.status, elapsed)
-            if route not in QUIET_ROUTES:
-                log.info(
-                    "request",
+            if counted:
+                access(
                     method=request.method,
                     path=request.path,
                     status=response.status,
                     duration_ms=round(elapsed * 1000, 2),
                     cache=ctx.cache,
                     upstream_ms=ctx.upstream_ms,
-                    **ctx.extra,
                 )
             return response
 

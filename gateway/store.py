@@ -9,12 +9,16 @@ and a request must reach that fallback quickly rather than hang.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 from gateway.settings import Settings
+
+MAX_CONNECTIONS = 256
+POOL_WAIT_SECONDS = 1.0
 
 
 def open_redis(settings: Settings) -> Redis | None:
@@ -27,14 +31,28 @@ def open_redis(settings: Settings) -> Redis | None:
         "health_check_interval": 15,
     }
     if settings.redis_mode == "sentinel":
+        # Credentials and db of the master come from GATEWAY_REDIS_URL when set
+        # (e.g. redis://:secret@ignored/2); the sentinels are listed separately.
+        auth: dict[str, Any] = {}
+        if settings.redis_url:
+            url = urlsplit(settings.redis_url)
+            auth = {"username": url.username, "password": url.password}
+            if url.path.strip("/").isdigit():
+                auth["db"] = int(url.path.strip("/"))
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(settings.redis_sentinels), sentinel_kwargs=common, **common
         )
-        master: Redis = sentinel.master_for(settings.redis_sentinel_master)
+        master: Redis = sentinel.master_for(settings.redis_sentinel_master, **auth)
         return master
     assert settings.redis_url is not None
     if settings.redis_mode == "cluster":
         cluster: Any = RedisCluster.from_url(settings.redis_url, **common)
         # RedisCluster speaks the same command API for what the gateway uses.
         return cluster  # type: ignore[no-any-return]
-    return Redis.from_url(settings.redis_url, retry_on_timeout=False, **common)
+    # A blocking pool: a burst beyond the pool size waits briefly for a free
+    # connection instead of failing (which the store guards would read as
+    # Redis being down).
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
+    )
+    return Redis.from_pool(pool)

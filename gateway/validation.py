@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.errors import ValidationFailed
 
 MIN_TIMEOUT_MS = 10_000
@@ -88,6 +90,33 @@ def _queue(payload: dict[str, Any]) -> bool:
     if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
         return raw.strip().lower() == "true"
     raise ValidationFailed("queue", "body", '"queue" must be a boolean', "boolean.base")
+
+
+_PARSED: dict[bytes, InstantRequest] = {}
+PARSED_CACHE_SIZE = 65536
+
+
+def instant_request_from_bytes(raw: bytes) -> InstantRequest:
+    """Parse and validate an instant body, memoized on its exact bytes.
+
+    Callers repeat the same bodies (that is why there is a cache); parsing
+    and validating them again is pure work with the same result.  Only valid
+    bodies are remembered, in a bounded map.
+    """
+    known = _PARSED.get(raw)
+    if known is not None:
+        return known
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed(
+            "value", "body", '"value" must be valid JSON of type object', "object.base"
+        ) from None
+    parsed = instant_request(payload)
+    if len(_PARSED) >= PARSED_CACHE_SIZE:
+        _PARSED.clear()
+    _PARSED[raw] = parsed
+    return parsed
 
 
 def instant_request(payload: Any) -> InstantRequest:

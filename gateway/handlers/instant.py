@@ -6,12 +6,12 @@ from aiohttp import web
 
 from gateway import validation
 from gateway.appkeys import CONTEXT, FINDER, SETTINGS
-from gateway.handlers.common import call_upstream, read_json, relay
+from gateway.handlers.common import call_upstream, read_body, relay
 
 
 async def instant(request: web.Request) -> web.StreamResponse:
-    lookup = validation.instant_request(
-        await read_json(request, request.app[SETTINGS].max_json_bytes)
+    lookup = validation.instant_request_from_bytes(
+        await read_body(request, request.app[SETTINGS].max_json_bytes)
     )
     ctx = request[CONTEXT]
     assert ctx.team is not None  # the middleware authenticated this route
