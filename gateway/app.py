@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway import logging as gateway_logging
 from gateway.appkeys import (
+    BUDGETS,
     FINDER,
     HTTP_SESSION,
     LIFECYCLE,
@@ -26,6 +27,7 @@ from gateway.appkeys import (
     REDIS,
     SANDBOX,
     SETTINGS,
+    SETTLER,
     TEAMS,
     UPSTREAM,
     Lifecycle,
@@ -33,15 +35,27 @@ from gateway.appkeys import (
 )
 from gateway.auth import TeamRegistry
 from gateway.background import background_ctx
+from gateway.budgets import Budgets
 from gateway.cache import CachedAnswer, LookupCache
 from gateway.finder import Finder
 from gateway.handlers import admin, instant, lists, ops
 from gateway.metrics import Metrics
 from gateway.middleware import Handler, endpoint, method_not_allowed, not_found
+from gateway.ownership import GuardedOwnership, MemoryOwnership, Ownership, RedisOwnership
+from gateway.pending_lists import MemoryPendingLists, PendingLists, RedisPendingLists
 from gateway.pricing import Prices
 from gateway.queued import MemoryQueuedStore, QueuedStore, RedisQueuedStore
+from gateway.quota import Budget, GuardedBudget, MemoryBudget, RedisBudget
+from gateway.ratelimit import (
+    Governor,
+    GuardedRateLimiter,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.settings import Settings
+from gateway.settlement import ListSettler
 from gateway.singleflight import SingleFlight
 from gateway.store import open_redis
 from gateway.upstream import Upstream, UpstreamAnswer, open_session
@@ -83,6 +97,7 @@ def create_app(
         app.cleanup_ctx.append(_sandbox_ctx)
     else:
         app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_budgets_ctx)
     app.cleanup_ctx.append(_finder_ctx)
     app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(_lifecycle_ctx)
@@ -181,12 +196,38 @@ async def _sandbox_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def _budgets_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, redis, metrics = app[SETTINGS], app[REDIS], app[METRICS]
+    budget: Budget = MemoryBudget() if redis is None else RedisBudget(redis)
+    limiter: RateLimiter = MemoryRateLimiter() if redis is None else RedisRateLimiter(redis)
+    ownership: Ownership = MemoryOwnership() if redis is None else RedisOwnership(redis)
+    governor = Governor(settings.upstream_rpm, redis, metrics)
+    budgets = Budgets(
+        budget=GuardedBudget(budget, metrics, settings.quota_on_store_error),
+        limiter=GuardedRateLimiter(limiter, metrics),
+        governor=governor,
+        ownership=GuardedOwnership(ownership, metrics),
+        metrics=metrics,
+    )
+    app[BUDGETS] = budgets
+    pending: PendingLists = MemoryPendingLists() if redis is None else RedisPendingLists(redis)
+    app[SETTLER] = ListSettler(
+        settings, app[UPSTREAM], app[HTTP_SESSION], pending, budgets,
+        Prices.from_settings(settings), metrics,
+    )  # fmt: skip
+    yield
+    await app[SETTLER].aclose()
+    await governor.aclose()
+
+
 async def _finder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, metrics = app[SETTINGS], app[REDIS], app[METRICS]
     cache = LookupCache(settings, redis, metrics)
     queued: QueuedStore = MemoryQueuedStore() if redis is None else RedisQueuedStore(redis)
     flights: SingleFlight[UpstreamAnswer, CachedAnswer] = SingleFlight(redis, cache.guard)
-    app[FINDER] = Finder(settings, cache, flights, queued, metrics, Prices.from_settings(settings))
+    app[FINDER] = Finder(
+        settings, cache, flights, queued, metrics, Prices.from_settings(settings), app[BUDGETS]
+    )
     async with flights.running():
         yield
 

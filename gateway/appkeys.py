@@ -21,8 +21,10 @@ from gateway.upstream import Upstream
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.budgets import Budgets
     from gateway.finder import Finder
     from gateway.sandbox import Sandbox
+    from gateway.settlement import ListSettler
 
 
 @dataclass
@@ -66,5 +68,7 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 REDIS: web.AppKey[Redis | None] = web.AppKey("redis")
 SANDBOX: web.AppKey[Sandbox] = web.AppKey("sandbox")
 FINDER: web.AppKey[Finder] = web.AppKey("finder")
+BUDGETS: web.AppKey[Budgets] = web.AppKey("budgets")
+SETTLER: web.AppKey[ListSettler] = web.AppKey("settler")
 
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from gateway.appkeys import FINDER, METRICS, REDIS, SETTINGS, UPSTREAM
+from gateway.appkeys import FINDER, METRICS, REDIS, SETTINGS, SETTLER, UPSTREAM
 from gateway.pricing import success_data
 
 log = structlog.get_logger("gateway.background")
@@ -28,6 +28,8 @@ async def poll_queues_once(app: web.Application) -> int:
     interval = app[SETTINGS].queue_poll_interval
     polled = 0
     for qid in await finder.queued.pending(50):
+        if await finder.expire_queued(qid):
+            continue
         if redis is not None:
             mine = await redis.set(POLL_LOCK_PREFIX + qid, b"1", nx=True, px=int(interval * 900))
             if not mine:
@@ -75,6 +77,10 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.queue_poll_interval > 0:
         tasks.append(asyncio.create_task(
             _every(settings.queue_poll_interval, "queue_poller", lambda: poll_queues_once(app))
+        ))  # fmt: skip
+    if settings.queue_poll_interval > 0:
+        tasks.append(asyncio.create_task(
+            _every(settings.queue_poll_interval, "list_settler", lambda: app[SETTLER].poll_once())
         ))  # fmt: skip
     if settings.credits_poll_interval > 0:
         tasks.append(asyncio.create_task(

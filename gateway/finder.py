@@ -16,6 +16,7 @@ client headers (`Cache-Control: no-cache` and friends) change nothing.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,11 +25,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.auth import Team
+from gateway.budgets import UNLIMITED_HEADERS, Budgets
 from gateway.cache import CachedAnswer, LookupCache
 from gateway.handlers.common import call_upstream, relay
 from gateway.metrics import Metrics
 from gateway.pricing import Prices, credits_for, outcome, success_data
 from gateway.queued import QueuedLookup, QueuedStore
+from gateway.quota import Reservation, limited
 from gateway.settings import Settings
 from gateway.singleflight import SingleFlight
 from gateway.upstream import UpstreamAnswer
@@ -55,11 +58,22 @@ class Finder:
     queued: QueuedStore
     metrics: Metrics
     prices: Prices
+    budgets: Budgets
 
     async def instant(
         self, request: web.Request, team: Team, lookup: InstantRequest
     ) -> tuple[web.Response, str]:
-        """The caller's response and its X-Cache value."""
+        """The caller's response and its X-Cache value (plus remaining-credit headers)."""
+        response, status = await self._answer(request, team, lookup)
+        if limited(team):
+            response.headers.update(await self.budgets.remaining_headers(team))
+        else:
+            response.headers.update(UNLIMITED_HEADERS)
+        return response, status
+
+    async def _answer(
+        self, request: web.Request, team: Team, lookup: InstantRequest
+    ) -> tuple[web.Response, str]:
         mode = cache_mode(request)
         key = self.cache.key(team.name, lookup.name, lookup.domain)
         if mode == "bypass":
@@ -70,9 +84,13 @@ class Finder:
             hit = self.cache.get_local(key) or await self.cache.get(key)
             if hit is not None:
                 self.metrics.count_saved(team.name, hit.credits)
+                if team.quota.charge_cache_hits:
+                    await self.budgets.charge_hit(team, hit.credits)
                 return self._hit(hit, "HIT"), "HIT"
             queued = await self._queued_for(key)
             if queued is not None:
+                if queued.team != team.name:
+                    await self.budgets.grant("queue", queued.qid, team)
                 return self._count(self._replay_queued(queued), "COALESCED"), "COALESCED"
         result, coalesced = await self.flights.run(
             key,
@@ -89,6 +107,9 @@ class Finder:
             data = success_data(result.json())
             if data is not None:
                 self.metrics.count_saved(team.name, credits_for(data, self.prices))
+            qid = _queue_id(result.json()) if result.status == 524 else None
+            if qid:
+                await self.budgets.grant("queue", qid, team)
         return self._count(relay(result), status), status
 
     def _count(self, response: web.Response, status: str) -> web.Response:
@@ -113,41 +134,80 @@ class Finder:
         if not self.cache.guard.available:
             return None
         try:
-            return await self.queued.by_key(key)
+            item = await self.queued.by_key(key)
         except Exception as exc:  # treated as not queued
             self.cache.guard.failed(exc)
             return None
+        if item is not None and item.expires_at and item.expires_at < time.time():
+            return None  # given up on; the poller refunds it
+        return item
+
+    async def expire_queued(self, qid: str) -> bool:
+        """Refund a queued lookup that never completed within its time; True if done."""
+        item = await self.queued.get(qid)
+        if item is None or not item.expires_at or item.expires_at >= time.time():
+            return False
+        if not await self.queued.finish(item):
+            return False
+        if item.reservation:
+            await self.budgets.settle(Reservation.loads(item.reservation), 0)
+        log.info("queued_lookup_expired", queue_id=qid, team=item.team, refunded=True)
+        return True
 
     async def _ask_upstream(
         self, request: web.Request, team: Team, lookup: InstantRequest, key: str, *, store: bool
     ) -> UpstreamAnswer:
-        answer = await call_upstream(
-            request,
-            "instant",
-            "POST",
-            "/email_finder/instant",
-            json_body=lookup.upstream_body(),
-            # Clearout answers 524 itself once the caller's timeout passes; the
-            # margin lets that answer (with its queue id) reach us first.
-            timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
-        )
-        payload = answer.json()
-        data = success_data(payload) if answer.status == 200 else None
-        if data is not None:
-            credits = credits_for(data, self.prices)
-            self.metrics.credits_spent.labels(team.name).inc(credits)
-            kind = outcome(data)
-            if store and kind != "other":
-                await self.cache.set(key, CachedAnswer(answer.body, credits, kind == "found"))
-        elif answer.status == 524 and store:
-            qid = _queue_id(payload)
-            if qid:
-                await self._remember_queued(QueuedLookup(qid, key, team.name, answer.body))
-        return answer
+        """One paid upstream lookup: reserve, wait our turn, ask, settle (or hold on 524)."""
+        deadline = time.monotonic() + lookup.timeout_ms / 1000
+        reservation = await self.budgets.reserve(team, self.prices.maximum)
+        held = False
+        try:
+            await self.budgets.admit_upstream(team, deadline)
+            answer = await call_upstream(
+                request,
+                "instant",
+                "POST",
+                "/email_finder/instant",
+                json_body=lookup.upstream_body(),
+                # Clearout answers 524 itself once the caller's timeout passes;
+                # the margin lets that answer (with its queue id) reach us first.
+                timeout=max(1.0, deadline - time.monotonic())
+                + self.settings.upstream_timeout_margin,
+            )
+            self.budgets.observe_upstream(answer.headers)
+            payload = answer.json()
+            data = success_data(payload) if answer.status == 200 else None
+            if data is not None:
+                credits = credits_for(data, self.prices)
+                await self.budgets.settle(reservation, credits)
+                held = True  # settled to the actual charge
+                self.metrics.credits_spent.labels(team.name).inc(credits)
+                kind = outcome(data)
+                if store and kind != "other":
+                    await self.cache.set(key, CachedAnswer(answer.body, credits, kind == "found"))
+            elif answer.status == 524 and (qid := _queue_id(payload)):
+                # The lookup goes on upstream and will be charged when it
+                # completes: keep the credits held until then.
+                held = True
+                await self.budgets.record_owner("queue", qid, team)
+                item = QueuedLookup(
+                    qid=qid,
+                    key=key if store else "",
+                    team=team.name,
+                    body=answer.body,
+                    reservation=reservation.dumps(),
+                    expires_at=time.time() + self.settings.queued_reservation_ttl,
+                )
+                await self._remember_queued(item)
+            return answer
+        finally:
+            if not held:
+                await self.budgets.settle(reservation, 0)
 
     async def _remember_queued(self, item: QueuedLookup) -> None:
         try:
-            await self.queued.record(item, self.settings.queued_reservation_ttl)
+            # Kept a day past its expiry so the poller can still refund it.
+            await self.queued.record(item, self.settings.queued_reservation_ttl + 86400)
         except Exception as exc:  # the caller still gets its 524
             self.cache.guard.failed(exc)
 
@@ -166,9 +226,11 @@ class Finder:
         instant = {k: v for k, v in data.items() if k != "query_status"}
         body = json.dumps({"status": "success", "data": instant}).encode()
         credits = credits_for(instant, self.prices)
+        if item.reservation:
+            await self.budgets.settle(Reservation.loads(item.reservation), credits)
         self.metrics.credits_spent.labels(item.team).inc(credits)
         kind = outcome(instant)
-        if kind != "other":
+        if kind != "other" and item.key:
             await self.cache.set(item.key, CachedAnswer(body, credits, kind == "found"))
         log.info("queued_lookup_completed", queue_id=qid, team=item.team, credits=credits)
 

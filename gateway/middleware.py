@@ -17,6 +17,7 @@ into the Clearout envelope → count, time and log the request.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import os
 import re
@@ -26,7 +27,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from gateway.appkeys import CONTEXT, METRICS, TEAMS, RequestContext
+from gateway.appkeys import BUDGETS, CONTEXT, METRICS, SETTINGS, TEAMS, RequestContext
+from gateway.auth import Team, presented_key
+from gateway.budgets import ADMIN_TEAM
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -68,6 +71,7 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
     # Resolved once: both objects live as long as the app (the team directory
     # is updated in place on reload).
     metrics, teams = app[METRICS], app[TEAMS]
+    admin_token = app[SETTINGS].admin_token
 
     def wrap(handler: Handler) -> Handler:
         async def serve(request: web.Request) -> web.StreamResponse:
@@ -84,12 +88,17 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
                 metrics.hot.inflight += 1
             try:
                 if team_auth:
-                    team = teams.registry.authenticate(request.headers.get("Authorization"))
+                    authorization = request.headers.get("Authorization")
+                    team = teams.registry.authenticate(authorization)
+                    if team is None and admin_token is not None:
+                        team = _admin(authorization, admin_token)
                     if team is None:
                         bind_request(request_id=rid, route=route, team=NO_TEAM)
                         raise Unauthorized("Invalid API Token, please use a valid gateway team key")
                     ctx.team = team
                     team_name = team.name
+                    if team.quota.requests_per_second:
+                        await request.app[BUDGETS].check_rate(team)
                 bind_request(request_id=rid, route=route, team=team_name)
                 response = await handler(request)
             except GatewayError as exc:
@@ -119,6 +128,14 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
         return serve
 
     return wrap
+
+
+def _admin(authorization: str | None, admin_token: str) -> Team | None:
+    """The admin pseudo-team when the admin token is presented on a finder route."""
+    presented = presented_key(authorization)
+    if presented is not None and hmac.compare_digest(presented.encode(), admin_token.encode()):
+        return ADMIN_TEAM
+    return None
 
 
 async def not_found(_request: web.Request) -> web.StreamResponse:

@@ -10,7 +10,10 @@ the 524 body)` and `key → queue_id`, so that
   or by the gateway's own background poller, the result fills the cache and
   the next ask is a hit.
 
-Records expire on their own (GATEWAY_QUEUED_RESERVATION_TTL_SECONDS).  Redis
+A record also holds the lookup's credit reservation: it is settled when the
+queue completes, and refunded by the poller once the record is older than
+GATEWAY_QUEUED_RESERVATION_TTL_SECONDS (Redis keeps the record a day longer
+so the poller still finds it).  Redis
 holds them when configured (one hash per queue id, a key index and a pending
 set); otherwise an in-process twin with the same interface does.
 """
@@ -37,7 +40,10 @@ class QueuedLookup:
     key: str
     team: str
     body: bytes
-    reserved: int = 0
+    # The credit reservation held until the lookup completes (Reservation.dumps()),
+    # and when it is given up and refunded (epoch seconds) if it never does.
+    reservation: str = ""
+    expires_at: float = 0.0
 
 
 class QueuedStore(Protocol):
@@ -100,7 +106,7 @@ class RedisQueuedStore:
         pipe.hset(
             QUEUE_PREFIX + item.qid,
             mapping={"key": item.key, "team": item.team, "body": item.body,
-                     "reserved": item.reserved},
+                     "reservation": item.reservation, "expires_at": item.expires_at},
         )  # fmt: skip
         pipe.expire(QUEUE_PREFIX + item.qid, ttl)
         pipe.set(KEY_PREFIX + item.key, item.qid, ex=ttl)
@@ -116,7 +122,8 @@ class RedisQueuedStore:
             key=_text(raw["key"]),
             team=_text(raw["team"]),
             body=_bytes(raw["body"]),
-            reserved=int(raw.get("reserved", 0)),
+            reservation=_text(raw.get("reservation", b"")),
+            expires_at=float(_text(raw.get("expires_at", b"0"))),
         )
 
     async def by_key(self, key: str) -> QueuedLookup | None:

@@ -113,3 +113,22 @@ def find_columns(header: list[str]) -> tuple[dict[str, int], str | None]:
         return columns, "a domain or company name column is required"
     columns["domain"] = domain
     return columns, None
+
+
+def count_found(path: Path, kind: FileKind) -> tuple[int, int]:
+    """(found, role) rows of a bulk result file, from its `Clearout Finder …` columns."""
+    rows = iter_rows(path, kind)
+    header = [h.strip().lower() for h in next(rows, [])]
+    finder = [i for i, h in enumerate(header) if h.startswith("clearout finder")]
+    email = next((i for i in finder if "email" in header[i] and "score" not in header[i]
+                  and "status" not in header[i]), None)  # fmt: skip
+    role = next((i for i in finder if "role" in header[i]), None)
+    if email is None:
+        raise UnreadableFile("result file has no 'Clearout Finder' email column")
+    found = roles = 0
+    for row in rows:
+        if email < len(row) and row[email]:
+            found += 1
+            if role is not None and role < len(row) and row[role].lower() in ("yes", "true"):
+                roles += 1
+    return found, roles

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.sandbox import Sandbox
-from tests.conftest import UPSTREAM_TOKEN, GatewayFactory, auth
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_TOKEN, GatewayFactory, auth
 from tests.servers import free_port
 
 STEVEN = {"name": "Steven Morris", "domain": "apple.com"}
@@ -132,7 +132,11 @@ async def test_upstream_timeout_is_503_envelope(
     upstream, url = fake
     upstream.delay = 2.0
     gateway = await make_gateway(upstream_url=url, upstream_timeout=0.3)
-    resp = await gateway.get("/v2/email_finder/bulk/progress_status?list_id=abc", headers=auth())
+    # The admin token may name any list id, so the call reaches the slow upstream.
+    resp = await gateway.get(
+        "/v2/email_finder/bulk/progress_status?list_id=abc",
+        headers={"Authorization": ADMIN_TOKEN},
+    )
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == 9501
     assert resp.headers["X-Gateway-Error"] == "upstream_timeout"

@@ -46,10 +46,8 @@ What is checked, and why this way:
 - **Annotations**: they are conditions too (``ready == 0``): parse, and their
   selectors return series.
 
-Series checks on the quota metrics live in their own test: team quotas are
-being wired in, and until the gateway exports ``clearout_gateway_quota_*`` it
-is expected to fail (marked ``xfail``, not strict, so it passes once they do).
-Parse checks cover the quota queries as well and are never excused.
+Series checks on the quota metrics live in their own test, driven by a team
+whose day quota and request rate the traffic exceeds.
 """
 
 from __future__ import annotations
@@ -101,11 +99,6 @@ BAD_KEY = "live-unknown-key"
 # Team beta's quota: two found lookups (4 credits each) a day, 5 requests/s.
 BETA_QUOTA = {"credits_per_day": 8, "requests_per_second": 5}
 QUOTA_METRIC_PREFIX = "clearout_gateway_quota_"
-QUOTA_XFAIL_REASON = (
-    "team quotas are not wired yet: clearout_gateway_quota_rejections_total and "
-    "clearout_gateway_quota_remaining_credits have no series until the gateway enforces "
-    "the teams file's quota (remove this marker once it does)"
-)
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -631,9 +624,8 @@ def test_every_alert_compares_values_that_exist(live: Snapshot) -> None:
     assert not failed, _report("alert values without series", failed, live)
 
 
-@pytest.mark.xfail(strict=False, reason=QUOTA_XFAIL_REASON)
 def test_quota_queries_return_series(live: Snapshot) -> None:
-    """The quota panels and the quota alert's values, once quotas are enforced."""
+    """The quota panels and the quota alert's values return series."""
     quota = [check for check in live.of("panel", "selector", "alert value") if check.quota]
     assert quota, "no quota queries found: the dashboard or the rules lost them"
     failed = [check for check in quota if _empty(check)]

@@ -106,6 +106,7 @@ class Sandbox:
         self.queues: dict[str, QueuedLookup] = {}
         self.lists: dict[str, BulkList] = {}
         self.calls: dict[str, int] = {}
+        self.instant_times: list[float] = []  # monotonic time of each instant call
         self._window: deque[float] = deque()
         self._link_key = secrets.token_bytes(32)
 
@@ -168,6 +169,7 @@ class Sandbox:
         return headers, over
 
     async def instant(self, request: web.Request) -> web.StreamResponse:
+        self.instant_times.append(time.monotonic())
         headers, over = self._rate_headers()
         if over:
             resp = _failed(

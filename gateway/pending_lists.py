@@ -1,0 +1,66 @@
+"""Bulk lists whose credit reservation is not settled yet.
+
+A bulk upload reserves credits for every distinct row before it is
+forwarded; the reservation is settled from the list's result file once the
+list completes or is cancelled.  This store holds `list_id → reservation`
+until then.  `take` removes atomically (GETDEL), so of several replicas
+noticing completion at once exactly one settles.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from gateway.quota import Reservation
+
+PREFIX = "cgw:bulkres:"
+INDEX = "cgw:bulkres:index"
+
+
+class PendingLists(Protocol):
+    async def add(self, list_id: str, reservation: Reservation, ttl: int) -> None: ...
+    async def take(self, list_id: str) -> Reservation | None: ...
+    async def pending(self, limit: int) -> list[str]: ...
+
+
+class MemoryPendingLists:
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[float, Reservation]] = {}
+
+    async def add(self, list_id: str, reservation: Reservation, ttl: int) -> None:
+        self._items[list_id] = (time.monotonic() + ttl, reservation)
+
+    async def take(self, list_id: str) -> Reservation | None:
+        item = self._items.pop(list_id, None)
+        return item[1] if item is not None and item[0] >= time.monotonic() else None
+
+    async def pending(self, limit: int) -> list[str]:
+        return list(self._items)[:limit]
+
+
+class RedisPendingLists:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def add(self, list_id: str, reservation: Reservation, ttl: int) -> None:
+        await self._redis.set(PREFIX + list_id, reservation.dumps(), ex=ttl)
+        await self._redis.sadd(INDEX, list_id)
+
+    async def take(self, list_id: str) -> Reservation | None:
+        raw = await self._redis.getdel(PREFIX + list_id)
+        await self._redis.srem(INDEX, list_id)
+        return Reservation.loads(raw) if raw else None
+
+    async def pending(self, limit: int) -> list[str]:
+        members = await self._redis.srandmember(INDEX, limit)
+        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
+        alive = []
+        for list_id in ids:
+            if await self._redis.exists(PREFIX + list_id):
+                alive.append(list_id)
+            else:
+                await self._redis.srem(INDEX, list_id)
+        return alive
