@@ -58,6 +58,7 @@ from gateway.settings import Settings
 from gateway.settlement import ListSettler
 from gateway.singleflight import SingleFlight
 from gateway.store import open_redis
+from gateway.teamfile import watch_teams_ctx
 from gateway.upstream import Upstream, UpstreamAnswer, open_session
 
 log = structlog.get_logger("gateway")
@@ -100,6 +101,11 @@ def create_app(
     app.cleanup_ctx.append(_budgets_ctx)
     app.cleanup_ctx.append(_finder_ctx)
     app.cleanup_ctx.append(background_ctx)
+    teams_path = app[TEAMS].path
+    if teams_path is not None:
+        with contextlib.suppress(OSError):
+            app[TEAMS].mtime = teams_path.stat().st_mtime
+        app.cleanup_ctx.append(watch_teams_ctx)
     app.cleanup_ctx.append(_lifecycle_ctx)
     _add_routes(app)
     return app
@@ -128,6 +134,8 @@ def _add_routes(app: web.Application) -> None:
         ("GET", "/readyz", ops.readyz, "readyz"),
         ("GET", "/metrics", ops.metrics_text, "metrics"),
         ("POST", "/admin/cache/purge", admin.purge_cache, "admin"),
+        ("GET", "/admin/teams", admin.teams, "admin"),
+        ("POST", "/admin/teams/reload", admin.reload, "admin"),
     ]
     if SANDBOX in app:
         ops_routes.append(

@@ -46,6 +46,7 @@ class TeamDirectory:
     registry: TeamRegistry
     path: Path | None = None
     loaded_at: float = 0.0
+    mtime: float | None = None
 
 
 @dataclass(slots=True)

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import signal
 import sys
-import time
 from collections.abc import Sequence
 
 import structlog
@@ -28,8 +27,9 @@ from aiohttp import web
 from gateway import logging as gateway_logging
 from gateway.app import create_app, load_teams
 from gateway.appkeys import LIFECYCLE, METRICS, TEAMS, TeamDirectory
-from gateway.auth import SANDBOX_DEMO_KEY, TeamRegistry, TeamsFileError, hash_key, new_key
+from gateway.auth import SANDBOX_DEMO_KEY, TeamsFileError, hash_key, new_key
 from gateway.settings import ConfigError, Settings
+from gateway.teamfile import reload_teams
 
 EXIT_CONFIG = 2
 log = structlog.get_logger("gateway")
@@ -127,15 +127,4 @@ async def _metrics_site(app: web.Application, settings: Settings) -> web.TCPSite
 
 
 def _reload_teams(app: web.Application) -> None:
-    directory = app[TEAMS]
-    if directory.path is None:
-        log.warning("teams_reload_skipped", reason="no teams file (sandbox demo team)")
-        return
-    try:
-        registry = TeamRegistry.from_file(directory.path)
-    except TeamsFileError as exc:
-        # Keep serving with the teams we have: a typo must not lock everyone out.
-        log.error("teams_reload_failed", error=str(exc))
-        return
-    directory.registry, directory.loaded_at = registry, time.time()
-    log.info("teams_reloaded", teams=len(registry.teams), source="SIGHUP")
+    reload_teams(app, "SIGHUP")

@@ -234,3 +234,38 @@ async def test_seed_client_examples_work_against_the_sandbox(tmp_path: Path) -> 
         assert status["status"] == "success"
     finally:
         proc.stop()
+
+
+async def test_sighup_reloads_the_teams_file(
+    tmp_path: Path, sandbox_upstream: tuple[Sandbox, str]
+) -> None:
+    _, url = sandbox_upstream
+    path = teams_file(tmp_path)
+    proc = GatewayProcess(
+        {"CLEAROUT_API_TOKEN": UPSTREAM_TOKEN, "GATEWAY_UPSTREAM_URL": url,
+         "GATEWAY_TEAMS_FILE": str(path)},
+        tmp_path,
+    ).start()  # fmt: skip
+    try:
+        digest = hashlib.sha256(b"rotated-key").hexdigest()
+        path.write_text(f"teams:\n  - name: ops\n    key_sha256: [{digest}]\n")
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGHUP)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                async with session.post(
+                    f"{proc.url}/v2/email_finder/instant", headers={"Authorization": "rotated-key"},
+                    json={"name": "Ann Lee", "domain": "apple.com"},
+                ) as resp:  # fmt: skip
+                    if resp.status == 200:
+                        break
+            assert resp.status == 200
+            async with session.post(
+                f"{proc.url}/v2/email_finder/instant", headers={"Authorization": KEY},
+                json={"name": "Ann Lee", "domain": "apple.com"},
+            ) as old:  # fmt: skip
+                assert old.status == 401
+    finally:
+        proc.stop()
+    assert '"teams_reloaded"' in proc.output()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from gateway import validation
-from gateway.appkeys import FINDER, SETTINGS, TEAMS
+from gateway.appkeys import BUDGETS, FINDER, SETTINGS, TEAMS
 from gateway.auth import presented_key
-from gateway.errors import AdminDisabled, Unauthorized
+from gateway.errors import AdminDisabled, Unauthorized, ValidationFailed
 from gateway.handlers.common import read_json
 from gateway.normalize import cache_key
+from gateway.quota import limited
+from gateway.teamfile import reload_teams
 
 audit = structlog.get_logger("gateway.audit")
 
@@ -41,4 +44,47 @@ async def purge_cache(request: web.Request) -> web.Response:
     audit.info("admin_cache_purge", key=cache_key(name, domain), deleted=deleted)
     return web.json_response(
         {"status": "success", "data": {"key": cache_key(name, domain), "deleted": deleted}}
+    )
+
+
+async def teams(request: web.Request) -> web.Response:
+    """Every team with its limits, usage and what is left in the current windows."""
+    require_admin(request)
+    budgets = request.app[BUDGETS]
+    rows = []
+    for name in request.app[TEAMS].registry.names():
+        team = request.app[TEAMS].registry.teams[name]
+        quota = team.quota
+        row: dict[str, Any] = {
+            "name": name,
+            "keys": len(team.key_sha256),
+            "quota": {
+                "credits_per_day": quota.credits_per_day,
+                "credits_per_month": quota.credits_per_month,
+                "requests_per_second": quota.requests_per_second,
+                "charge_cache_hits": quota.charge_cache_hits,
+            },
+        }
+        if limited(team):
+            used_day, used_month = await budgets.budget.used(team)
+            left = await budgets.budget.remaining(team)
+            row["used"] = {"day": used_day, "month": used_month}
+            row["remaining"] = {"day": left.day, "month": left.month}
+        else:
+            row["used"] = None  # not counted: the team has no limits
+            row["remaining"] = {"day": None, "month": None}
+        rows.append(row)
+    audit.info("admin_teams_viewed", teams=len(rows))
+    return web.json_response({"status": "success", "data": {"teams": rows}})
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Re-read the teams file now (also done on SIGHUP and when the file changes)."""
+    require_admin(request)
+    error = reload_teams(request.app, "admin")
+    audit.info("admin_teams_reload", ok=error is None)
+    if error is not None:
+        raise ValidationFailed("teams_file", "body", error, "teams.invalid")
+    return web.json_response(
+        {"status": "success", "data": {"teams": request.app[TEAMS].registry.names()}}
     )
