@@ -559,12 +559,13 @@ def upstream_errors_by_code() -> timeseries.Panel:
     return default_timeseries(
         "Upstream errors by code",
         "Failed upstream answers per second by route and Clearout error.code (the "
-        "HTTP status where the body carries none).",
+        "HTTP status where the body carries none). Queued lookups (524) are left "
+        "out: they are Clearout's normal slow path, not failures.",
         "cps",
         [
             (
                 "sum by (route, code) ("
-                + _rate("clearout_gateway_upstream_errors_total", ROUTE)
+                + _rate("clearout_gateway_upstream_errors_total", ROUTE + ',code!="524"')
                 + ")",
                 "{{route}} {{code}}",
             )
