@@ -171,8 +171,9 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         redis_port = free_port()
-        procs.append(start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", str(work)], cpu=1))  # fmt: skip
+        redis_cmd = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", str(work)]  # fmt: skip
+        procs.append(start(redis_cmd, cpu=1))
         wait_port(redis_port)
         teams = work / "teams.yaml"
         digest = hashlib.sha256(KEY.encode()).hexdigest()

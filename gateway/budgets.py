@@ -97,11 +97,13 @@ class Budgets:
             self._remember(team, refused.remaining)
             self.metrics.quota_rejections.labels(team.name, refused.kind).inc()
             window = "today" if refused.kind == "credits_day" else "this month"
-            raise QuotaExceeded(
+            error = QuotaExceeded(
                 f"Team {team.name} has not enough credits left {window} for this request "
                 f"({amount} needed)",
                 headers=self.remaining_headers_from(refused.remaining),
-            ) from None
+            )
+            error.team = team.name
+            raise error from None
         if limited(team):
             self._remember(team, left)
         return reservation

@@ -113,6 +113,7 @@ class MethodNotAllowed(GatewayError):
 
 class QuotaExceeded(GatewayError):
     status, code, reason = 402, 9200, "quota_exceeded"
+    team: str | None = None  # whose budget refused
 
 
 class RateLimited(GatewayError):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from multidict import CIMultiDict
 from gateway.auth import Team
 from gateway.budgets import UNLIMITED_HEADERS, Budgets
 from gateway.cache import CachedAnswer, LookupCache
+from gateway.errors import QuotaExceeded
 from gateway.handlers.common import call_upstream, relay
 from gateway.metrics import Metrics
 from gateway.pricing import Prices, credits_for, outcome, success_data
@@ -92,13 +94,24 @@ class Finder:
                 if queued.team != team.name:
                     await self.budgets.grant("queue", queued.qid, team)
                 return self._count(self._replay_queued(queued), "COALESCED"), "COALESCED"
-        result, coalesced = await self.flights.run(
-            key,
-            lambda: self._ask_upstream(request, team, lookup, key, store=True),
-            (lambda: self.cache.get(key)) if mode == "normal" else None,
-            timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
-            lock_ttl=lookup.timeout_ms / 1000 + 2 * self.settings.upstream_timeout_margin,
-        )
+
+        def flight() -> Awaitable[tuple[UpstreamAnswer | CachedAnswer, bool]]:
+            return self.flights.run(
+                key,
+                lambda: self._ask_upstream(request, team, lookup, key, store=True),
+                (lambda: self.cache.get(key)) if mode == "normal" else None,
+                timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
+                lock_ttl=lookup.timeout_ms / 1000 + 2 * self.settings.upstream_timeout_margin,
+            )
+
+        try:
+            result, coalesced = await flight()
+        except QuotaExceeded as refused:
+            if refused.team == team.name:
+                raise
+            # We waited on another team's lookup, and *its* budget refused it:
+            # that says nothing about ours, so ask ourselves.
+            result, coalesced = await flight()
         if isinstance(result, CachedAnswer):
             self.metrics.count_saved(team.name, result.credits)
             return self._hit(result, "COALESCED"), "COALESCED"
