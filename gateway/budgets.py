@@ -93,6 +93,9 @@ class Budgets:
     async def reserve(self, team: Team, amount: int) -> Reservation:
         try:
             reservation, left = await self.budget.reserve(team, amount)
+        except StoreUnavailable as exc:
+            exc.team = team.name
+            raise
         except QuotaRefused as refused:
             self._remember(team, refused.remaining)
             self.metrics.quota_rejections.labels(team.name, refused.kind).inc()
@@ -143,8 +146,9 @@ class Budgets:
     async def admit_upstream(self, team: Team, deadline: float) -> None:
         try:
             await self.governor.acquire(team.name, deadline)
-        except GovernorBusy:
+        except GovernorBusy as busy:
             self.metrics.quota_rejections.labels(team.name, "upstream_rate").inc()
+            busy.team = team.name
             raise
 
     def observe_upstream(self, headers: dict[str, str] | web.BaseRequest | object) -> None:

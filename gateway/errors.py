@@ -39,6 +39,9 @@ class GatewayError(Exception):
     status: int = 500
     code: int = 9000
     reason: str = "internal_error"
+    # Set when the error is about one team's own budget (quota, pace, its
+    # store check), so requests of other teams coalesced onto it can tell.
+    team: str | None = None
 
     def __init__(
         self,
@@ -113,7 +116,6 @@ class MethodNotAllowed(GatewayError):
 
 class QuotaExceeded(GatewayError):
     status, code, reason = 402, 9200, "quota_exceeded"
-    team: str | None = None  # whose budget refused
 
 
 class RateLimited(GatewayError):

@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from gateway.auth import Team
 from gateway.budgets import UNLIMITED_HEADERS, Budgets
 from gateway.cache import CachedAnswer, LookupCache
-from gateway.errors import QuotaExceeded
+from gateway.errors import GatewayError
 from gateway.handlers.common import call_upstream, relay
 from gateway.metrics import Metrics
 from gateway.pricing import Prices, credits_for, outcome, success_data
@@ -106,11 +106,12 @@ class Finder:
 
         try:
             result, coalesced = await flight()
-        except QuotaExceeded as refused:
-            if refused.team == team.name:
+        except GatewayError as refused:
+            if refused.team is None or refused.team == team.name:
                 raise
-            # We waited on another team's lookup, and *its* budget refused it:
-            # that says nothing about ours, so ask ourselves.
+            # We waited on another team's lookup and *its* budget refused it
+            # (quota, pace, or its store check): that says nothing about ours,
+            # so ask ourselves.
             result, coalesced = await flight()
         if isinstance(result, CachedAnswer):
             self.metrics.count_saved(team.name, result.credits)
