@@ -85,13 +85,19 @@ async def _run(settings: Settings, teams: TeamDirectory) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     sites = [web.TCPSite(runner, settings.host, settings.port, reuse_address=True)]
+    runners = [runner]
     if settings.metrics_port is not None:
-        sites.append(await _metrics_site(app, settings))
+        metrics_runner = await _metrics_runner(app)
+        runners.append(metrics_runner)
+        sites.append(
+            web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True)
+        )
     try:
         for site in sites:
             await site.start()
     except OSError:
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()
         raise
     log.info(
         "listening",
@@ -109,11 +115,13 @@ async def _run(settings: Settings, teams: TeamDirectory) -> None:
     app[METRICS].ready.set(0)
     log.info("draining", delay_s=settings.drain_delay, grace_s=settings.shutdown_grace)
     await asyncio.sleep(settings.drain_delay)
-    await runner.cleanup()
+    for each in runners:
+        await each.cleanup()
     log.info("stopped")
 
 
-async def _metrics_site(app: web.Application, settings: Settings) -> web.TCPSite:
+async def _metrics_runner(app: web.Application) -> web.AppRunner:
+    """A second, metrics-only listener (GATEWAY_METRICS_PORT) sharing the app's registry."""
     from gateway.handlers import ops
 
     metrics_app = web.Application()
@@ -121,9 +129,7 @@ async def _metrics_site(app: web.Application, settings: Settings) -> web.TCPSite
     metrics_app.router.add_get("/metrics", ops.metrics_text)
     metrics_runner = web.AppRunner(metrics_app, access_log=None)
     await metrics_runner.setup()
-    app.on_cleanup.append(lambda _app: metrics_runner.cleanup())
-    assert settings.metrics_port is not None
-    return web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True)
+    return metrics_runner
 
 
 def _reload_teams(app: web.Application) -> None:

@@ -118,10 +118,11 @@ class Finder:
             return self._hit(result, "COALESCED"), "COALESCED"
         status = "COALESCED" if coalesced else "MISS"
         if coalesced:
-            data = success_data(result.json())
+            payload = result.json()
+            data = success_data(payload)
             if data is not None:
                 self.metrics.count_saved(team.name, credits_for(data, self.prices))
-            qid = _queue_id(result.json()) if result.status == 524 else None
+            qid = _queue_id(payload) if result.status == 524 else None
             if qid:
                 await self.budgets.grant("queue", qid, team)
         return self._count(relay(result), status), status

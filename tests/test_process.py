@@ -269,3 +269,21 @@ async def test_sighup_reloads_the_teams_file(
     finally:
         proc.stop()
     assert '"teams_reloaded"' in proc.output()
+
+
+async def test_metrics_also_on_a_separate_port(tmp_path: Path) -> None:
+    """GATEWAY_METRICS_PORT serves /metrics there too (the main port keeps it)."""
+    from tests.servers import free_port
+
+    metrics_port = free_port()
+    proc = GatewayProcess(
+        {"GATEWAY_SANDBOX": "1", "GATEWAY_METRICS_PORT": str(metrics_port)}, tmp_path
+    ).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for base in (f"http://127.0.0.1:{metrics_port}", proc.url):
+                async with session.get(f"{base}/metrics") as resp:
+                    assert resp.status == 200
+                    assert "clearout_gateway_requests_total" in await resp.text()
+    finally:
+        proc.stop()
