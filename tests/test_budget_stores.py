@@ -57,7 +57,9 @@ async def make_redis(request: pytest.FixtureRequest) -> AsyncIterator[RedisFacto
 
     def factory() -> Redis:
         url = request.getfixturevalue("redis_url")
-        client = open_redis(Settings(redis_url=url))
+        # A generous timeout: these tests are about atomicity, and a loaded CI
+        # machine can take longer than production's 0.25 s to answer a burst.
+        client = open_redis(Settings(redis_url=url, redis_timeout=5.0))
         assert client is not None
         clients.append(client)
         return client
