@@ -240,3 +240,26 @@ async def test_admin_purge_needs_the_admin_token(
     resp = await disabled.post("/admin/cache/purge", json=STEVEN,
                                headers={"Authorization": ADMIN_TOKEN})  # fmt: skip
     assert resp.status == 404 and (await resp.json())["error"]["code"] == 9300
+
+
+async def test_a_crashed_lock_holder_frees_the_key_when_its_lock_expires(
+    cached: TestClient[Any, Any], sandbox: Sandbox, redis_url: str
+) -> None:
+    """A lock left by a replica that died mid-lookup delays others only until it expires."""
+    import redis.asyncio as aioredis
+
+    from gateway.normalize import cache_key
+    from gateway.singleflight import LOCK_PREFIX
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.set(LOCK_PREFIX + "cgw:c:" + cache_key("Steven Morris", "apple.com"),
+                         "dead-replica", px=800)  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        status, x_cache, _ = await ask(cached, STEVEN)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await client.aclose()
+    assert (status, x_cache) == (200, "MISS")
+    assert 0.6 <= waited < 3.0, waited
+    assert sandbox.calls_to("instant") == 1
