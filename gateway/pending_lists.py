@@ -15,6 +15,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 
 from gateway.quota import Reservation
+from gateway.store import live_members
 
 PREFIX = "cgw:bulkres:"
 INDEX = "cgw:bulkres:index"
@@ -55,12 +56,4 @@ class RedisPendingLists:
         return Reservation.loads(raw) if raw else None
 
     async def pending(self, limit: int) -> list[str]:
-        members = await self._redis.srandmember(INDEX, limit)
-        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
-        alive = []
-        for list_id in ids:
-            if await self._redis.exists(PREFIX + list_id):
-                alive.append(list_id)
-            else:
-                await self._redis.srem(INDEX, list_id)
-        return alive
+        return await live_members(self._redis, INDEX, PREFIX, limit)

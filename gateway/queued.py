@@ -26,6 +26,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from gateway.store import live_members
+
 # One hash tag for every key here: FINISH_LUA touches three of them at once,
 # which Redis Cluster allows only within one slot.  Queued lookups are rare,
 # so one slot carries them easily.
@@ -137,16 +139,7 @@ class RedisQueuedStore:
         return bool(removed)
 
     async def pending(self, limit: int) -> list[str]:
-        members = await self._redis.srandmember(PENDING, limit)
-        qids = [_text(m) for m in members or []]
-        # Drop index entries whose record expired on its own.
-        alive = []
-        for qid in qids:
-            if await self._redis.exists(QUEUE_PREFIX + qid):
-                alive.append(qid)
-            else:
-                await self._redis.srem(PENDING, qid)
-        return alive
+        return await live_members(self._redis, PENDING, QUEUE_PREFIX, limit)
 
 
 def _text(value: bytes | str | int) -> str:

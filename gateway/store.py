@@ -56,3 +56,20 @@ def open_redis(settings: Settings) -> Redis | None:
         settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
     )
     return Redis.from_pool(pool)
+
+
+async def live_members(redis: Redis, index: str, prefix: str, limit: int) -> list[str]:
+    """Up to `limit` ids from the set `index` whose record `prefix + id` still exists.
+
+    Records expire on their own; their index entries do not, so stale ones
+    are dropped here as they are met.
+    """
+    members = await redis.srandmember(index, limit)
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
+    alive = []
+    for item in ids:
+        if await redis.exists(prefix + item):
+            alive.append(item)
+        else:
+            await redis.srem(index, item)
+    return alive
