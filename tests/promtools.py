@@ -11,10 +11,12 @@ PyYAML are used; nothing here runs at import time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -23,11 +25,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
 
 _HTTP_TIMEOUT = 5.0
+
+
+def load_dashboard_module() -> ModuleType:
+    """grafana/dashboard.py as a module: grafana/ is a script directory, not a package.
+
+    Registered under one name, so every test module shares the same import.
+    """
+    name = "clearout_grafana_dashboard"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "grafana" / "dashboard.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class PrometheusError(RuntimeError):

@@ -9,37 +9,24 @@ that the ``promtools`` Prometheus helper works against a real server.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from tests import promtools
+from tests.promtools import load_dashboard_module
+
 REPO = Path(__file__).resolve().parent.parent
 REGENERATE = "regenerate with: python grafana/dashboard.py"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a file by path: grafana/ is a script directory, not a package."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dashboard = _load("clearout_grafana_dashboard", REPO / "grafana" / "dashboard.py")
-promtools = _load("clearout_promtools", REPO / "tests" / "promtools.py")
+dashboard = load_dashboard_module()
 
 RULES_TEST = REPO / "grafana" / "alerts" / "clearout-gateway-rules.test.yml"
 PROVISIONING = REPO / "grafana" / "provisioning" / "dashboards.yml"

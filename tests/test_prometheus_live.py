@@ -56,17 +56,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import importlib.util
 import json
 import math
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -78,6 +75,7 @@ from tests.conftest import UPSTREAM_TOKEN
 from tests.promtools import (
     PrometheusError,
     PrometheusServer,
+    load_dashboard_module,
     rule_expressions,
     start_prometheus,
 )
@@ -101,20 +99,7 @@ BETA_QUOTA = {"credits_per_day": 8, "requests_per_second": 5}
 QUOTA_METRIC_PREFIX = "clearout_gateway_quota_"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a file by path: grafana/ is a script directory, not a package."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# Same module name as test_grafana.py uses, so the two share one import.
-dashboard = _load("clearout_grafana_dashboard", REPO / "grafana" / "dashboard.py")
+dashboard = load_dashboard_module()
 
 
 # --- A little PromQL surgery -------------------------------------------------
