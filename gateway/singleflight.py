@@ -68,8 +68,8 @@ class SingleFlight(Generic[T, C]):
         finally:
             if self._listener is not None:
                 self._listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._listener
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(self._listener, 3.0)
 
     async def _listen(self) -> None:
         assert self._redis is not None
@@ -91,8 +91,11 @@ class SingleFlight(Generic[T, C]):
             except Exception:  # reconnect: polling covers the gap meanwhile
                 await asyncio.sleep(1.0)
             finally:
+                # Bounded: closing a pub/sub connection cancelled mid-read can
+                # wait on its lock for good, and shutdown must not hang on it.
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(1.0):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # ---- the flight ---------------------------------------------------------
 
