@@ -164,15 +164,13 @@ class LookupCache:
             self.guard.failed(exc)
 
     async def delete(self, keys: list[str]) -> int:
-        removed = 0
+        """Forget `keys` here and in the shared layer; how many the shared layer held."""
         for key in keys:
-            if self._l1.pop(key, None) is not None and not self.shared:
-                removed += 1
+            self._l1.pop(key, None)
+        removed = 0
         try:
             for key in keys:
-                removed += int(bool(await self._backend.delete(key))) if self.shared else 0
-                if not self.shared:
-                    await self._backend.delete(key)
+                removed += int(bool(await self._backend.delete(key)))
         except Exception as exc:
             self.guard.failed(exc)
             raise

@@ -3,7 +3,7 @@
 Each app gets its own `CollectorRegistry` so several gateway instances can live
 in one process (the tests run two side by side).  Label values are bounded by
 construction: `team` comes from the teams file (or `none` before
-authentication), `route` from the route table (`ROUTES` below, `other` for
+authentication), `route` from the route table (`gateway.app`, `other` for
 anything unmatched), `status`/`code` from HTTP status codes and Clearout's
 numeric error codes.
 """
@@ -30,22 +30,6 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0,
 )  # fmt: skip
-
-ROUTES = (
-    "instant",
-    "queue_status",
-    "bulk",
-    "progress_status",
-    "download_result",
-    "list_cancel",
-    "list_remove",
-    "getcredits",
-    "admin",
-    "healthz",
-    "readyz",
-    "metrics",
-    "other",
-)
 
 NO_TEAM = "none"
 CACHE_RESULTS = ("hit", "miss", "coalesced", "bypass")

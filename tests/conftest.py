@@ -6,6 +6,7 @@ sandbox app, or a purpose-built fake app), never a patched client.
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -36,6 +37,15 @@ KEYS = {
 
 def team(name: str, quota: Quota | None = None) -> Team:
     return Team(name, tuple(hash_key(k) for k in KEYS[name]), quota or Quota())
+
+
+def contacts_csv(rows: list[tuple[str, str]]) -> bytes:
+    """A bulk input file with a full-name and a domain column."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["Full Name", "Domain"])
+    writer.writerows(rows)
+    return out.getvalue().encode()
 
 
 def auth(team_name: str = "alpha") -> dict[str, str]:

@@ -7,7 +7,6 @@ sandbox as the upstream; counters are read back from Redis itself.
 from __future__ import annotations
 
 import asyncio
-import csv
 import io
 import itertools
 import json
@@ -29,7 +28,7 @@ from gateway.auth import Quota, Team
 from gateway.quota import RedisBudget
 from gateway.ratelimit import governor_shape
 from gateway.sandbox import Sandbox
-from tests.conftest import ADMIN_TOKEN, GatewayFactory, auth, team
+from tests.conftest import ADMIN_TOKEN, GatewayFactory, auth, contacts_csv, team
 from tests.servers import RedisServer
 
 Client = TestClient[web.Request, web.Application]
@@ -100,14 +99,6 @@ async def metric(client: Client, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-def contacts_csv(rows: list[tuple[str, str]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["Full Name", "Domain"])
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 def contacts_xlsx(rows: list[tuple[str, str]]) -> bytes:

@@ -13,18 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.sandbox import Sandbox
-from tests.conftest import auth
+from tests.conftest import auth, contacts_csv
 
 Client = TestClient[web.Request, web.Application]
 STEVEN = {"name": "Steven Morris", "domain": "apple.com", "timeout": 30000}
-
-
-def contacts_csv(rows: list[tuple[str, str]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["Full Name", "Domain"])
-    writer.writerows(rows)
-    return out.getvalue().encode()
 
 
 async def upload(client: Client, data: bytes, filename: str = "contacts.csv", **fields: str) -> Any:
