@@ -50,9 +50,20 @@ class Team:
     quota: Quota = field(default_factory=Quota)
 
 
+def key_bytes(key: str) -> bytes:
+    """The bytes of a presented key, whatever the caller sent.
+
+    aiohttp decodes header bytes as UTF-8 with `surrogateescape`, so a header
+    holding raw non-UTF-8 bytes arrives as a str with lone surrogates; strict
+    encoding would raise on it (an unauthenticated 500).  Encoding it back the
+    same way restores the exact bytes sent, which simply match no key.
+    """
+    return key.encode("utf-8", "surrogateescape")
+
+
 def hash_key(key: str) -> str:
     """The digest stored in the teams file for `key`."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return hashlib.sha256(key_bytes(key)).hexdigest()
 
 
 def new_key() -> str:
@@ -107,7 +118,7 @@ class TeamRegistry:
         key = presented_key(authorization)
         if key is None:
             return None
-        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        digest = hashlib.sha256(key_bytes(key)).digest()
         found: Team | None = None
         for known, team in self._digests:
             # No early exit: every comparison runs whatever matched.

@@ -28,6 +28,7 @@ from gateway import logging as gateway_logging
 from gateway.app import create_app, load_teams
 from gateway.appkeys import LIFECYCLE, METRICS, TEAMS, TeamDirectory
 from gateway.auth import SANDBOX_DEMO_KEY, TeamsFileError, hash_key, new_key
+from gateway.protocol import make_runner
 from gateway.settings import ConfigError, Settings
 from gateway.teamfile import reload_teams
 
@@ -82,16 +83,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(settings: Settings, teams: TeamDirectory) -> None:
     app = create_app(settings, teams=teams)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
+    runner = make_runner(app, settings, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     sites = [web.TCPSite(runner, settings.host, settings.port, reuse_address=True)]
-    runners = [runner]
+    runners: list[web.AppRunner] = [runner]
     if settings.metrics_port is not None:
         metrics_runner = await _metrics_runner(app)
         runners.append(metrics_runner)
         sites.append(
             web.TCPSite(metrics_runner, settings.host, settings.metrics_port, reuse_address=True)
         )
+    # Signal handlers go in before the port opens: a SIGHUP (or SIGTERM) sent
+    # as soon as the port answers must reach them, not the default action
+    # (which for SIGHUP ends the process).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload_teams, app)
     try:
         for site in sites:
             await site.start()
@@ -105,11 +114,6 @@ async def _run(settings: Settings, teams: TeamDirectory) -> None:
         sandbox=settings.sandbox,
         teams=len(app[TEAMS].registry.teams),
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload_teams, app)
     await stop.wait()
     app[LIFECYCLE].draining = True
     app[METRICS].ready.set(0)

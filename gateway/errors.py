@@ -11,21 +11,25 @@ carries `X-Gateway-Error: <reason>`.
      ├── ValidationFailed      400  9100  validation_failed  (upstream's Joi shape)
      ├── PayloadTooLarge       413  9101  payload_too_large
      ├── UnsupportedMediaType  415  9102  unsupported_media_type
+     ├── RequestTimeout        408  9103  request_timeout
      ├── RouteNotFound         404  9104  not_found
      ├── MethodNotAllowed      405  9105  method_not_allowed
+     ├── BadRequest            400  9106  bad_request        (malformed HTTP or multipart)
+     ├── HeadersTooLarge       431  9107  headers_too_large
      ├── QuotaExceeded         402  9200  quota_exceeded
      ├── RateLimited           429  9201  rate_limited
      ├── UpstreamBusy          429  9202  upstream_rate_limited
      ├── AdminDisabled         404  9300  admin_disabled
      ├── StoreUnavailable      503  9400  store_unavailable
      ├── UpstreamUnavailable   503  9500  upstream_unavailable
-     └── UpstreamTimeout       503  9501  upstream_timeout
+     ├── UpstreamTimeout       503  9501  upstream_timeout
+     └── UpstreamCircuitOpen   503  9502  upstream_circuit_open
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -106,6 +110,18 @@ class UnsupportedMediaType(GatewayError):
     status, code, reason = 415, 9102, "unsupported_media_type"
 
 
+class RequestTimeout(GatewayError):
+    status, code, reason = 408, 9103, "request_timeout"
+
+
+class BadRequest(GatewayError):
+    status, code, reason = 400, 9106, "bad_request"
+
+
+class HeadersTooLarge(GatewayError):
+    status, code, reason = 431, 9107, "headers_too_large"
+
+
 class RouteNotFound(GatewayError):
     status, code, reason = 404, 9104, "not_found"
 
@@ -142,18 +158,6 @@ class UpstreamTimeout(GatewayError):
     status, code, reason = 503, 9501, "upstream_timeout"
 
 
-ERROR_TYPES: Sequence[type[GatewayError]] = (
-    Unauthorized,
-    ValidationFailed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    RouteNotFound,
-    MethodNotAllowed,
-    QuotaExceeded,
-    RateLimited,
-    UpstreamBusy,
-    AdminDisabled,
-    StoreUnavailable,
-    UpstreamUnavailable,
-    UpstreamTimeout,
-)
+class UpstreamCircuitOpen(GatewayError):
+    status, code, reason = 503, 9502, "upstream_circuit_open"
+

@@ -104,6 +104,23 @@ class Metrics:
             "The upstream's x-ratelimit-remaining from its latest answer.",
             registry=r,
         )
+        self.upstream_retries = Counter(
+            "clearout_gateway_upstream_retries",
+            "Upstream calls sent again after a failure that could not have charged twice.",
+            ["route"],
+            registry=r,
+        )
+        self.upstream_circuit_open = Gauge(
+            "clearout_gateway_upstream_circuit_open",
+            "1 while the circuit breaker on the upstream is open or half-open, else 0.",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "clearout_gateway_connections_closed",
+            "Client connections the gateway closed itself, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.hot = HotMetrics()
         r.register(self.hot)
 

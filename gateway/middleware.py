@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 
 from gateway.appkeys import BUDGETS, CONTEXT, METRICS, SETTINGS, TEAMS, RequestContext
-from gateway.auth import Team, presented_key
+from gateway.auth import Team, key_bytes, presented_key
 from gateway.budgets import ADMIN_TEAM
 from gateway.errors import (
     GatewayError,
@@ -44,6 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
+CLIENT_CLOSED = 499
 
 # Request ids: a random per-process prefix and a counter.  Unique across
 # replicas and restarts for all practical purposes, and far cheaper per
@@ -52,6 +53,10 @@ _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
 log = structlog.get_logger("gateway.access")
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 def _translate(exc: web.HTTPException) -> GatewayError:
@@ -78,7 +83,7 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
             started = time.perf_counter()
             rid = request.headers.get("X-Request-ID", "")
             if not SANE_REQUEST_ID.match(rid):
-                rid = f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+                rid = new_request_id()
             ctx = RequestContext(request_id=rid, route=route)
             request[CONTEXT] = ctx
             team_name = NO_TEAM
@@ -105,6 +110,9 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
                 response = exc.to_response()
             except web.HTTPException as exc:
                 response = _translate(exc).to_response()
+            except ConnectionError:
+                # The caller hung up while we read its body: nobody to answer.
+                response = _hung_up()
             except Exception:
                 log.exception("unhandled_error", method=request.method, path=request.path)
                 response = GatewayError("Internal gateway error").to_response()
@@ -113,12 +121,15 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
                     metrics.hot.inflight -= 1
             response.headers["X-Request-ID"] = rid
             elapsed = time.perf_counter() - started
-            metrics.observe_request(route, team_name, response.status, elapsed)
+            # nginx's convention: a caller gone before its answer is 499, not
+            # a server error (the answer is computed, but cannot be delivered).
+            status = CLIENT_CLOSED if request.transport is None else response.status
+            metrics.observe_request(route, team_name, status, elapsed)
             if counted:
                 access(
                     method=request.method,
                     path=request.path,
-                    status=response.status,
+                    status=status,
                     duration_ms=round(elapsed * 1000, 2),
                     cache=ctx.cache,
                     upstream_ms=ctx.upstream_ms,
@@ -130,10 +141,14 @@ def endpoint(app: web.Application, route: str, *, team_auth: bool) -> Callable[[
     return wrap
 
 
+def _hung_up() -> web.Response:
+    return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
+
+
 def _admin(authorization: str | None, admin_token: str) -> Team | None:
     """The admin pseudo-team when the admin token is presented on a finder route."""
     presented = presented_key(authorization)
-    if presented is not None and hmac.compare_digest(presented.encode(), admin_token.encode()):
+    if presented is not None and hmac.compare_digest(key_bytes(presented), key_bytes(admin_token)):
         return ADMIN_TEAM
     return None
 

@@ -212,12 +212,19 @@ def normalize_name(name: str) -> str:
     # "..., Jr.") are suffixes, not a given name. A credential-only segment is
     # kept as a name when taking it would leave fewer than two tokens, since
     # "Rahman, Md" is far more likely the name "Md Rahman".
-    trailing: list[str] = []
+    # Linear on purpose: a hostile name can carry thousands of suffix
+    # segments, so the tokens left in front are counted once and kept up to
+    # date instead of being re-summed per segment, and popped segments are
+    # collected in reverse and flipped once at the end.
+    trailing_reversed: list[list[str]] = []
+    tokens_in_front = sum(map(len, segments)) - len(segments[-1])
     while len(segments) > 1 and all(map(_is_suffix, segments[-1])):
         generational_only = all(map(_is_generational, segments[-1]))
-        if not generational_only and sum(map(len, segments[:-1])) < 2:
+        if not generational_only and tokens_in_front < 2:
             break
-        trailing = segments.pop() + trailing
+        trailing_reversed.append(segments.pop())
+        tokens_in_front -= len(segments[-1])
+    trailing = [tok for seg in reversed(trailing_reversed) for tok in seg]
 
     if len(segments) == 2:
         # "Last, First": each side may carry its own suffix ("Morris Jr.,
@@ -232,9 +239,11 @@ def normalize_name(name: str) -> str:
         core, generational = _peel_suffixes(flat, keep=2)
     generational += [_compact(tok) for tok in trailing if _is_generational(tok)]
 
-    while len(core) > 2 and _is_title(core[0]):
-        core = core[1:]
-    return " ".join([part for tok in core for part in _split_initials(tok)] + generational)
+    start = 0
+    while len(core) - start > 2 and _is_title(core[start]):
+        start += 1
+    kept = core[start:]
+    return " ".join([part for tok in kept for part in _split_initials(tok)] + generational)
 
 
 # Tokens keep their dots until the end, because a dot means two different
@@ -285,12 +294,12 @@ def _peel_suffixes(tokens: list[str], keep: int) -> tuple[list[str], list[str]]:
     first name.
     """
     end = len(tokens)
-    generational: list[str] = []
+    found_reversed: list[str] = []
     while end > keep and _is_suffix(tokens[end - 1]):
         end -= 1
         if _is_generational(tokens[end]):
-            generational.insert(0, _compact(tokens[end]))
-    return tokens[:end], generational
+            found_reversed.append(_compact(tokens[end]))
+    return tokens[:end], found_reversed[::-1]
 
 
 # --------------------------------------------------------------------------

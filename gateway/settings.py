@@ -39,6 +39,10 @@ class Settings:
     upstream_timeout_margin: float = 5.0
     upstream_timeout: float = 30.0
     upstream_bulk_timeout: float = 300.0
+    upstream_retries: int = 2
+    upstream_retry_budget: float = 0.1
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 10.0
 
     # Backing store.
     redis_url: str | None = field(default=None, repr=False)
@@ -61,6 +65,11 @@ class Settings:
     spool_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     drain_delay: float = 5.0
     shutdown_grace: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    upload_timeout: float = 600.0
+    keepalive_timeout: float = 75.0
+    max_bulk_rows: int = 1_000_000
 
     # Cache.
     cache_ttl_found: int = 30 * 24 * 3600
@@ -68,6 +77,7 @@ class Settings:
     cache_scope: CacheScope = "shared"
     local_cache_ttl: float = 2.0
     local_cache_size: int = 100_000
+    singleflight_lease: float = 3.0
 
     # Budgets.
     upstream_rpm: int | None = None
@@ -118,6 +128,10 @@ class Settings:
             upstream_timeout_margin=e.number("GATEWAY_UPSTREAM_TIMEOUT_MARGIN_SECONDS", 5.0),
             upstream_timeout=e.number("GATEWAY_UPSTREAM_TIMEOUT_SECONDS", 30.0),
             upstream_bulk_timeout=e.number("GATEWAY_UPSTREAM_BULK_TIMEOUT_SECONDS", 300.0),
+            upstream_retries=e.integer("GATEWAY_UPSTREAM_RETRIES", 2),
+            upstream_retry_budget=e.number("GATEWAY_UPSTREAM_RETRY_BUDGET", 0.1),
+            breaker_failures=e.integer("GATEWAY_BREAKER_FAILURES", 5),
+            breaker_open_seconds=e.number("GATEWAY_BREAKER_OPEN_SECONDS", 10.0),
             redis_url=redis_url,
             redis_mode=cast(RedisMode, redis_mode),
             redis_sentinels=sentinels,
@@ -134,6 +148,11 @@ class Settings:
             spool_dir=e.path("GATEWAY_SPOOL_DIR") or Path(tempfile.gettempdir()),
             drain_delay=e.number("GATEWAY_DRAIN_DELAY_SECONDS", 5.0),
             shutdown_grace=e.number("GATEWAY_SHUTDOWN_GRACE_SECONDS", 30.0),
+            header_timeout=e.number("GATEWAY_HEADER_TIMEOUT_SECONDS", 10.0),
+            body_timeout=e.number("GATEWAY_BODY_TIMEOUT_SECONDS", 30.0),
+            upload_timeout=e.number("GATEWAY_UPLOAD_TIMEOUT_SECONDS", 600.0),
+            keepalive_timeout=e.number("GATEWAY_KEEPALIVE_TIMEOUT_SECONDS", 75.0),
+            max_bulk_rows=e.integer("GATEWAY_MAX_BULK_ROWS", 1_000_000, minimum=1),
             cache_ttl_found=e.integer("GATEWAY_CACHE_TTL_FOUND_SECONDS", 30 * 24 * 3600, minimum=1),
             cache_ttl_not_found=e.integer(
                 "GATEWAY_CACHE_TTL_NOT_FOUND_SECONDS", 24 * 3600, minimum=1
@@ -141,6 +160,7 @@ class Settings:
             cache_scope=cast(CacheScope, e.choice("GATEWAY_CACHE_SCOPE", ("shared", "team"))),
             local_cache_ttl=e.number("GATEWAY_LOCAL_CACHE_TTL_SECONDS", 2.0),
             local_cache_size=e.integer("GATEWAY_LOCAL_CACHE_SIZE", 100_000, minimum=0),
+            singleflight_lease=e.number("GATEWAY_SINGLEFLIGHT_LEASE_SECONDS", 3.0),
             upstream_rpm=e.optional_integer("GATEWAY_UPSTREAM_RPM"),
             quota_on_store_error=cast(
                 StoreErrorPolicy, e.choice("GATEWAY_QUOTA_ON_STORE_ERROR", ("deny", "allow"))

@@ -51,8 +51,10 @@ class ListSettler:
     _tasks: set[asyncio.Task[bool]] = field(default_factory=set)
 
     async def hold(self, list_id: str, reservation: Reservation) -> None:
-        if reservation.accounted:
-            await self.pending.add(list_id, reservation, LIST_RESERVATION_TTL)
+        # Held even when it reserves nothing (a team without a quota, or the
+        # `allow` policy during an outage): settling it is what counts the
+        # list's spend in credits_spent_total, exactly once.
+        await self.pending.add(list_id, reservation, LIST_RESERVATION_TTL)
 
     def settle_soon(self, list_id: str) -> None:
         """Settle in the background (the caller's answer does not wait for it)."""

@@ -18,6 +18,14 @@ MIN_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 180_000
 DEFAULT_TIMEOUT_MS = 30_000
 
+# Field lengths, generous for any real input: the longest personal names on
+# record run to a few hundred characters, a host name is at most 253 (a
+# pasted URL a little more), and Clearout's ids are 24 hex digits.  They
+# bound the work every later step does (normalization, cache keys, logs).
+MAX_NAME_CHARS = 512
+MAX_DOMAIN_CHARS = 1024
+MAX_ID_CHARS = 128
+
 
 @dataclass(frozen=True, slots=True)
 class InstantRequest:
@@ -39,7 +47,9 @@ def not_an_object(location: str = "body") -> ValidationFailed:
     return ValidationFailed("value", location, '"value" must be of type object', "object.base")
 
 
-def required_string(payload: dict[str, Any], field: str, location: str) -> str:
+def required_string(
+    payload: dict[str, Any], field: str, location: str, max_chars: int = MAX_ID_CHARS
+) -> str:
     value = payload.get(field)
     if value is None:
         raise ValidationFailed(field, location, f'"{field}" is required', "any.required")
@@ -48,6 +58,13 @@ def required_string(payload: dict[str, Any], field: str, location: str) -> str:
     if not value.strip():
         raise ValidationFailed(
             field, location, f'"{field}" is not allowed to be empty', "any.empty"
+        )
+    if len(value) > max_chars:
+        raise ValidationFailed(
+            field,
+            location,
+            f'"{field}" length must be less than or equal to {max_chars} characters long',
+            "string.max",
         )
     return value
 
@@ -123,8 +140,8 @@ def instant_request(payload: Any) -> InstantRequest:
     if not isinstance(payload, dict):
         raise not_an_object()
     return InstantRequest(
-        name=required_string(payload, "name", "body"),
-        domain=required_string(payload, "domain", "body"),
+        name=required_string(payload, "name", "body", MAX_NAME_CHARS),
+        domain=required_string(payload, "domain", "body", MAX_DOMAIN_CHARS),
         timeout_ms=_timeout(payload),
         queue=_queue(payload),
     )

@@ -18,11 +18,13 @@ import redis
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from gateway import logging as gateway_logging
 from gateway.app import create_app
 from gateway.appkeys import TeamDirectory
 from gateway.auth import Quota, Team, TeamRegistry, hash_key
+from gateway.protocol import make_runner
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.settings import Settings
 from tests.servers import RedisServer, external_redis_url
@@ -143,6 +145,23 @@ def settings(upstream_url: str, tmp_path: Path) -> Settings:
 GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer serving through the production runner and protocol.
+
+    TestServer would cancel a handler whose caller hung up; production does
+    not (a paid lookup in flight must finish and be cached), so neither do
+    the tests.
+    """
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(app, host="127.0.0.1", **kwargs)
+        self._settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs.pop("handler_cancellation", None)
+        return make_runner(self.app, self._settings, **kwargs)
+
+
 @pytest.fixture
 async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
     """Start gateway instances (same factory as production) on loopback ports."""
@@ -152,8 +171,9 @@ async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
         teams: list[Team] | None = None, **overrides: Any
     ) -> TestClient[web.Request, web.Application]:
         directory = TeamDirectory(TeamRegistry(teams or [team("alpha"), team("beta")]))
-        app = create_app(replace(settings, **overrides), teams=directory)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        effective = replace(settings, **overrides)
+        app = create_app(effective, teams=directory)
+        client = TestClient(GatewayTestServer(app, effective))
         await client.start_server()
         clients.append(client)
         return client

@@ -164,13 +164,17 @@ async def test_bulk_over_limit_is_413_and_connection_released(
 
 
 async def test_bulk_without_multipart_file(gateway: TestClient[Any, Any]) -> None:
+    """JSON to /bulk is the wrong media type (415); a form without `file` is a 400."""
     resp = await gateway.post("/v2/email_finder/bulk", json={"file": "x"}, headers=auth())
-    assert resp.status == 400
-    assert (await resp.json())["error"]["reasons"][0]["field"] == ["file"]
+    assert resp.status == 415
+    assert resp.headers["X-Gateway-Error"] == "unsupported_media_type"
+    assert (await resp.json())["error"]["code"] == 9102
     form = aiohttp.FormData()
     form.add_field("other", "x")
+    form.add_field("file2", b"x", filename="x.csv")
     resp = await gateway.post("/v2/email_finder/bulk", data=form, headers=auth())
     assert resp.status == 400
+    assert (await resp.json())["error"]["reasons"][0]["field"] == ["file"]
 
 
 async def test_unknown_route_and_method_use_the_envelope(gateway: TestClient[Any, Any]) -> None:

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from gateway import validation
 from gateway.appkeys import BUDGETS, FINDER, SETTINGS, TEAMS
-from gateway.auth import presented_key
+from gateway.auth import key_bytes, presented_key
 from gateway.errors import AdminDisabled, Unauthorized, ValidationFailed
-from gateway.handlers.common import read_json
+from gateway.handlers.bodies import read_json
 from gateway.normalize import cache_key
 from gateway.quota import limited
 from gateway.teamfile import reload_teams
@@ -25,7 +25,7 @@ def require_admin(request: web.Request) -> None:
     if token is None:
         raise AdminDisabled("Admin routes are disabled: GATEWAY_ADMIN_TOKEN is not set")
     presented = presented_key(request.headers.get("Authorization")) or ""
-    if not hmac.compare_digest(presented.encode(), token.encode()):
+    if not hmac.compare_digest(key_bytes(presented), key_bytes(token)):
         audit.warning("admin_denied", path=request.path, remote=request.remote)
         raise Unauthorized("Invalid admin token")
 
@@ -33,11 +33,13 @@ def require_admin(request: web.Request) -> None:
 async def purge_cache(request: web.Request) -> web.Response:
     """Forget one person's cached answer (every team's copy), by name and domain."""
     require_admin(request)
-    payload = await read_json(request, request.app[SETTINGS].max_json_bytes)
+    payload = await read_json(request, request.app[SETTINGS])
     if not isinstance(payload, dict):
         raise validation.not_an_object()
-    name = validation.required_string(payload, "name", "body")
-    domain = validation.required_string(payload, "domain", "body")
+    name = validation.required_string(payload, "name", "body", validation.MAX_NAME_CHARS)
+    domain = validation.required_string(
+        payload, "domain", "body", validation.MAX_DOMAIN_CHARS
+    )
     finder = request.app[FINDER]
     keys = finder.cache.team_keys(request.app[TEAMS].registry.names(), name, domain)
     deleted = await finder.cache.delete(keys)

@@ -7,13 +7,12 @@ from aiohttp import web
 from gateway import validation
 from gateway.appkeys import BUDGETS, CONTEXT, FINDER, SETTINGS
 from gateway.budgets import not_found_answer
-from gateway.handlers.common import call_upstream, read_body, relay
+from gateway.handlers.bodies import read_body
+from gateway.handlers.common import call_upstream, relay
 
 
 async def instant(request: web.Request) -> web.StreamResponse:
-    lookup = validation.instant_request_from_bytes(
-        await read_body(request, request.app[SETTINGS].max_json_bytes)
-    )
+    lookup = validation.instant_request_from_bytes(await read_body(request, request.app[SETTINGS]))
     ctx = request[CONTEXT]
     assert ctx.team is not None  # the wrapper authenticated this route
     response, ctx.cache = await request.app[FINDER].instant(request, ctx.team, lookup)

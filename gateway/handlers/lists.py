@@ -20,7 +20,8 @@ from gateway import tabular, validation
 from gateway.appkeys import BUDGETS, CONTEXT, SETTINGS, SETTLER
 from gateway.auth import Team
 from gateway.budgets import not_found_answer
-from gateway.handlers.common import Upload, call_upstream, read_json, relay, spool_upload
+from gateway.handlers.bodies import Upload, read_json, spool_upload
+from gateway.handlers.common import call_upstream, relay
 from gateway.pricing import success_data
 from gateway.quota import limited
 from gateway.upstream import UpstreamAnswer
@@ -117,7 +118,7 @@ async def progress_status(request: web.Request) -> web.StreamResponse:
 
 async def _list_action(request: web.Request, route: str, path: str) -> tuple[str, web.Response]:
     settings = request.app[SETTINGS]
-    payload: Any = await read_json(request, settings.max_json_bytes)
+    payload: Any = await read_json(request, settings)
     list_id = validation.list_id_in_body(payload)
     if not await request.app[BUDGETS].may_use("list", list_id, _team(request)):
         return list_id, not_found_answer(route)

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from gateway import tabular, validation
 from gateway.errors import ValidationFailed
+from gateway.formulas import neutralise
 from gateway.sandbox.people import Outcome, lookup
 
 RESULT_LINK_SECONDS = 300
@@ -481,9 +482,9 @@ class Sandbox:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         header = next(tabular.iter_rows(item.path, item.kind), [])
-        writer.writerow([*header, *RESULT_COLUMNS])
+        writer.writerow([neutralise(cell) for cell in (*header, *RESULT_COLUMNS)])
         for row, outcome in self._results(item):
-            writer.writerow([*row, *_result_cells(outcome)])
+            writer.writerow([neutralise(cell) for cell in (*row, *_result_cells(outcome))])
             if buffer.tell() > 64 * 1024:
                 await resp.write(buffer.getvalue().encode())
                 buffer.seek(0)
