@@ -53,11 +53,12 @@ from gateway.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
 )
+from gateway.resilience import CircuitBreaker, RetryBudget
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.settings import Settings
 from gateway.settlement import ListSettler
 from gateway.singleflight import SingleFlight
-from gateway.store import open_redis
+from gateway.store import open_redis, prepare_redis
 from gateway.teamfile import watch_teams_ctx
 from gateway.upstream import Upstream, UpstreamAnswer, open_session
 
@@ -168,6 +169,7 @@ async def _log_flush_ctx(_app: web.Application) -> AsyncIterator[None]:
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = open_redis(app[SETTINGS])
+    await prepare_redis(app[REDIS])
     yield
     redis = app[REDIS]
     if redis is not None:
@@ -183,10 +185,18 @@ async def _http_session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.api_token is not None  # Settings refuses to start without one
-    app[UPSTREAM] = Upstream(
-        app[HTTP_SESSION], settings.upstream_url, settings.api_token, app[METRICS]
-    )
+    app[UPSTREAM] = _upstream(app, settings.upstream_url, settings.api_token)
     yield
+
+
+def _upstream(app: web.Application, base_url: str, token: str) -> Upstream:
+    settings = app[SETTINGS]
+    return Upstream(
+        app[HTTP_SESSION], base_url, token, app[METRICS],
+        retries=settings.upstream_retries,
+        budget=RetryBudget(ratio=settings.upstream_retry_budget),
+        breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_open_seconds),
+    )  # fmt: skip
 
 
 async def _sandbox_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -196,9 +206,7 @@ async def _sandbox_ctx(app: web.Application) -> AsyncIterator[None]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
-    app[UPSTREAM] = Upstream(
-        app[HTTP_SESSION], f"http://{host}:{port}/v2", sandbox.config.token, app[METRICS]
-    )
+    app[UPSTREAM] = _upstream(app, f"http://{host}:{port}/v2", sandbox.config.token)
     log.info("sandbox_started", upstream=f"http://{host}:{port}/v2")
     yield
     await runner.cleanup()
@@ -232,7 +240,9 @@ async def _finder_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, metrics = app[SETTINGS], app[REDIS], app[METRICS]
     cache = LookupCache(settings, redis, metrics)
     queued: QueuedStore = MemoryQueuedStore() if redis is None else RedisQueuedStore(redis)
-    flights: SingleFlight[UpstreamAnswer, CachedAnswer] = SingleFlight(redis, cache.guard)
+    flights: SingleFlight[UpstreamAnswer, CachedAnswer] = SingleFlight(
+        redis, cache.guard, settings.singleflight_lease
+    )
     app[FINDER] = Finder(
         settings, cache, flights, queued, metrics, Prices.from_settings(settings), app[BUDGETS]
     )

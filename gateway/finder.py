@@ -101,7 +101,6 @@ class Finder:
                 lambda: self._ask_upstream(request, team, lookup, key, store=True),
                 (lambda: self.cache.get(key)) if mode == "normal" else None,
                 timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
-                lock_ttl=lookup.timeout_ms / 1000 + 2 * self.settings.upstream_timeout_margin,
             )
 
         try:

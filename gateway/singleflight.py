@@ -3,13 +3,21 @@
 Two layers.  Inside one process, the first caller for a key becomes the
 leader and the others await its future (they get the leader's answer, even an
 error, since they asked the same question at the same moment).  Across
-processes sharing Redis, the leader also holds a Redis lock
-`cgw:sf:lock:<key>` (SET NX PX, expiring after the leader's own upstream
-timeout, so a crashed holder cannot block the key for longer); a caller that
-finds the lock taken waits for the leader's "done" message on pub/sub
-channel `cgw:sf:done:<key>` and then reads the cache, polling every
-`POLL_SECONDS` as well in case a message is lost or the holder died.  Each
-waiter gives up at its own deadline.
+processes sharing Redis, the leader also holds a lease on the key: a Redis
+lock `cgw:sf:lock:<key>` (SET NX PX) of only a few seconds
+(GATEWAY_SINGLEFLIGHT_LEASE_SECONDS), which the leader renews every third of
+that while its upstream call runs.  A caller that finds the lock taken waits
+for the leader's "done" message on pub/sub channel `cgw:sf:done:<key>` and
+then reads the cache, polling every `POLL_SECONDS` as well in case a message
+is lost; at each poll it also tries to take the lock, so when a holder dies,
+or its release is lost (a Sentinel failover promotes a replica that still
+holds the lock), the lease runs out and a waiter takes over within about one
+lease period instead of the caller's whole timeout.  Each waiter gives up at
+its own deadline.
+
+Exactly one upstream call per key holds as long as the leader can renew:
+a leader cut off from Redis for a whole lease may see a second leader start
+(it logs `singleflight_lease_lost`), the price of never waiting on the dead.
 
 If Redis is unavailable the lock is skipped (a possible duplicate call is
 better than a failed request); in-process coalescing still applies.
@@ -29,6 +37,7 @@ from redis.asyncio import Redis
 
 from gateway.cache import StoreGuard
 from gateway.errors import UpstreamTimeout
+from gateway.store import STORE_ERRORS
 
 log = structlog.get_logger("gateway.singleflight")
 
@@ -48,11 +57,23 @@ end
 return 0
 """
 
+# Extend the lease only while it is still ours.
+RENEW_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 
 class SingleFlight(Generic[T, C]):
-    def __init__(self, redis: Redis | None, guard: StoreGuard) -> None:
+    def __init__(self, redis: Redis | None, guard: StoreGuard, lease: float = 3.0) -> None:
         self._redis = redis
         self._guard = guard
+        self._lease_ms = max(100, int(lease * 1000))
+        if redis is not None:
+            self._release_script = redis.register_script(RELEASE_LUA)
+            self._renew_script = redis.register_script(RENEW_LUA)
         self._flights: dict[str, asyncio.Future[T]] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -88,7 +109,7 @@ class SingleFlight(Generic[T, C]):
                             event.set()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # reconnect: polling covers the gap meanwhile
+            except STORE_ERRORS:  # reconnect: polling covers the gap meanwhile
                 await asyncio.sleep(1.0)
             finally:
                 # Bounded: closing a pub/sub connection cancelled mid-read can
@@ -106,7 +127,6 @@ class SingleFlight(Generic[T, C]):
         recheck: Callable[[], Awaitable[C | None]] | None,
         *,
         timeout: float,
-        lock_ttl: float,
     ) -> tuple[T | C, bool]:
         """The answer for `key` and whether it came from someone else's call."""
         flight = self._flights.get(key)
@@ -118,7 +138,7 @@ class SingleFlight(Generic[T, C]):
         flight = asyncio.get_running_loop().create_future()
         self._flights[key] = flight
         try:
-            result, coalesced = await self._lead_or_wait(key, fetch, recheck, timeout, lock_ttl)
+            result, coalesced = await self._lead_or_wait(key, fetch, recheck, timeout)
         except BaseException as exc:
             if not flight.done():
                 flight.set_exception(exc)
@@ -136,7 +156,6 @@ class SingleFlight(Generic[T, C]):
         fetch: Callable[[], Awaitable[T]],
         recheck: Callable[[], Awaitable[C | None]] | None,
         timeout: float,
-        lock_ttl: float,
     ) -> tuple[T | C, bool]:
         if self._redis is None:
             return await fetch(), False
@@ -144,7 +163,7 @@ class SingleFlight(Generic[T, C]):
         event = self._events.setdefault(key, asyncio.Event())
         try:
             while True:
-                token = await self._try_lock(key, lock_ttl)
+                token = await self._try_lock(key)
                 if token is not None:
                     # Between our miss and the lock, a leader elsewhere may
                     # have finished: read again before paying.
@@ -152,11 +171,7 @@ class SingleFlight(Generic[T, C]):
                     if cached is not None:
                         await self._release(key, token)
                         return cached, True
-                    try:
-                        return await fetch(), False
-                    finally:
-                        await self._release(key, token)
-                        await self._announce(key)
+                    return await self._lead(key, token, fetch), False
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _gave_up()
@@ -170,14 +185,41 @@ class SingleFlight(Generic[T, C]):
         finally:
             self._events.pop(key, None)
 
-    async def _try_lock(self, key: str, ttl: float) -> str | None:
+    async def _lead(self, key: str, token: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Run `fetch` holding the lease, renewing it until the answer is in."""
+        renewer = asyncio.create_task(self._renew(key, token)) if token else None
+        try:
+            return await fetch()
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewer
+            await self._release(key, token)
+            await self._announce(key)
+
+    async def _renew(self, key: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            try:
+                kept = await self._renew_script(
+                    keys=[LOCK_PREFIX + key], args=[token, self._lease_ms]
+                )
+            except STORE_ERRORS as exc:  # try again next period; the lease may lapse
+                self._guard.failed(exc)
+                continue
+            if not kept:
+                log.warning("singleflight_lease_lost", key=key)
+                return
+
+    async def _try_lock(self, key: str) -> str | None:
         """A lock token; "" when Redis is unusable (lead without a lock); None if taken."""
         if self._redis is None or not self._guard.available:
             return ""
         token = secrets.token_hex(8)
         try:
-            acquired = await self._redis.set(LOCK_PREFIX + key, token, nx=True, px=int(ttl * 1000))
-        except Exception as exc:  # degrade: lead without the lock
+            acquired = await self._redis.set(LOCK_PREFIX + key, token, nx=True, px=self._lease_ms)
+        except STORE_ERRORS as exc:  # degrade: lead without the lock
             self._guard.failed(exc)
             return ""
         return token if acquired else None
@@ -186,8 +228,8 @@ class SingleFlight(Generic[T, C]):
         if not token or self._redis is None:
             return
         try:
-            await self._redis.eval(RELEASE_LUA, 1, LOCK_PREFIX + key, token)
-        except Exception as exc:  # the lock expires by itself
+            await self._release_script(keys=[LOCK_PREFIX + key], args=[token])
+        except STORE_ERRORS as exc:  # the lease lapses by itself
             self._guard.failed(exc)
 
     async def _announce(self, key: str) -> None:
@@ -195,7 +237,7 @@ class SingleFlight(Generic[T, C]):
             return
         try:
             await self._redis.publish(DONE_PREFIX + key, b"1")
-        except Exception as exc:  # waiters poll as well
+        except STORE_ERRORS as exc:  # waiters poll as well
             self._guard.failed(exc)
 
 

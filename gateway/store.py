@@ -11,13 +11,22 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.settings import Settings
 
+log = structlog.get_logger("gateway.store")
+
 MAX_CONNECTIONS = 256
+
+# What a Redis outage looks like from redis-py: its own errors (cluster
+# topology errors are not RedisErrors), socket errors and timeouts.  Anything
+# else is a bug and must not be mistaken for "Redis is down".
+STORE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, EOFError)
 POOL_WAIT_SECONDS = 1.0
 
 
@@ -56,6 +65,21 @@ def open_redis(settings: Settings) -> Redis | None:
         settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
     )
     return Redis.from_pool(pool)
+
+
+async def prepare_redis(redis: Redis | None) -> None:
+    """Learn a Cluster's slot map before the first requests race to do it.
+
+    redis-py's async Cluster client maps slots lazily, on its first command;
+    many concurrent first commands (and a pub/sub subscription, which does
+    not trigger the mapping at all) then fail.  A Cluster that is down at
+    start is left to map itself later: the gateway still starts.
+    """
+    if isinstance(redis, RedisCluster):
+        try:
+            await redis.initialize()
+        except STORE_ERRORS as exc:
+            log.warning("redis_cluster_not_mapped", error=type(exc).__name__)
 
 
 async def live_members(redis: Redis, index: str, prefix: str, limit: int) -> list[str]:

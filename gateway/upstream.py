@@ -10,17 +10,19 @@ boundary: the rest of the code never sees an aiohttp client exception.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
+from gateway.resilience import CircuitBreaker, RetryBudget, backoff_delay
 
 # RFC 9110 7.6.1 hop-by-hop headers, plus the framing headers aiohttp
 # recomputes for the body it sends on.
@@ -86,18 +88,94 @@ def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     )
 
 
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+ssl_errors = (aiohttp.ClientSSLError,)
+
+
+def forwarded_headers(caller_headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller headers worth passing on, when their values are plain printable ASCII.
+
+    A value with raw bytes or control characters is dropped rather than
+    forwarded: it could not be sent as is, and it is never needed upstream.
+    """
+    if not caller_headers:
+        return {}
+    out = {}
+    for name in FORWARDED_REQUEST_HEADERS:
+        value = caller_headers.get(name)
+        if value is not None and value.isascii() and value.isprintable():
+            out[name] = value
+    return out
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    url: str
+    params: Mapping[str, str] | None
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _body(json_body: Any, data: Any) -> Any:
+    if json_body is not None:
+        return json.dumps(json_body).encode()
+    return data
+
+
+class _Failed(Exception):
+    """One attempt failed without an answer; `error` is what the caller gets."""
+
+    def __init__(self, error: GatewayError, *, sent: bool, ssl: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sent = sent
+        self.ssl = ssl
+
+    def retryable(self, method: str) -> bool:
+        if self.ssl:
+            return False  # a certificate problem does not heal in a second
+        return not self.sent or method == "GET"
+
+
+def _unreachable() -> UpstreamUnavailable:
+    return UpstreamUnavailable("Clearout is unreachable from the gateway, try again later")
+
+
 class Upstream:
+    """Calls to Clearout with the real token, retries where safe, and a breaker.
+
+    Retry rules (each retry also needs the shared `RetryBudget` and must fit
+    in the call's own `timeout`):
+
+    * a call that provably never reached Clearout (the connection was
+      refused, reset or timed out before the request was written) is retried
+      whatever its method: it cannot have been charged;
+    * an idempotent call (GET: queue_status, progress_status, getcredits) is
+      also retried on a timeout, a dropped connection or a 502/503/504;
+    * a paid POST that may have reached Clearout (instant, bulk upload,
+      download, cancel, remove) is never retried: a second send could pay
+      twice or act twice.
+    """
+
     def __init__(
         self,
         session: aiohttp.ClientSession,
         base_url: str,
         token: str,
         metrics: Metrics,
+        *,
+        retries: int = 2,
+        budget: RetryBudget | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._token = token
         self._metrics = metrics
+        self._retries = retries
+        self._budget = budget or RetryBudget()
+        self.breaker = breaker or CircuitBreaker(threshold=0)
 
     async def call(
         self,
@@ -111,42 +189,92 @@ class Upstream:
         data: Any = None,
         caller_headers: Mapping[str, str] | None = None,
     ) -> UpstreamAnswer:
-        headers = {
-            name: caller_headers[name]
-            for name in FORWARDED_REQUEST_HEADERS
-            if caller_headers and name in caller_headers
-        }
-        headers["Authorization"] = self._token
-        kwargs: dict[str, Any] = {"params": params, "headers": headers}
+        request = _Request(method, self._base + path, params, _body(json_body, data))
+        request.headers.update(forwarded_headers(caller_headers))
+        request.headers["Authorization"] = self._token
         if json_body is not None:
-            kwargs["data"] = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
-        elif data is not None:
-            kwargs["data"] = data
-        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+            request.headers["Content-Type"] = "application/json"
+        # A body that is a stream (a bulk file) can be sent once only.
+        replayable = data is None
+        deadline = time.monotonic() + timeout
+        self._budget.record_call()
+        attempt = 0
+        while True:
+            probe = self._admit()
+            try:
+                answer = await self._attempt(route, request, deadline, timeout)
+            except _Failed as failed:
+                self._judge(probe, ok=False)
+                if not self._may_retry(failed.retryable(method), replayable, attempt, deadline):
+                    raise failed.error from None
+            except BaseException:
+                self.breaker.abandoned(probe)
+                raise
+            else:
+                ok = answer.status < 500 or answer.status == 524
+                self._judge(probe, ok=ok)
+                retry = not ok and method == "GET" and answer.status in RETRYABLE_STATUSES
+                if not (retry and self._may_retry(True, replayable, attempt, deadline)):
+                    return answer
+            attempt += 1
+            self._metrics.upstream_retries.labels(route).inc()
+            await asyncio.sleep(min(backoff_delay(attempt), max(0.0, deadline - time.monotonic())))
+
+    def _admit(self) -> bool:
+        try:
+            return self.breaker.admit()
+        finally:
+            self._metrics.upstream_circuit_open.set(int(self.breaker.is_open))
+
+    def _judge(self, probe: bool, *, ok: bool) -> None:
+        if ok:
+            self.breaker.succeeded(probe)
+        else:
+            self.breaker.failed(probe)
+        self._metrics.upstream_circuit_open.set(int(self.breaker.is_open))
+
+    def _may_retry(self, retryable: bool, replayable: bool, attempt: int, deadline: float) -> bool:
+        # Half a second of the caller's time must be left, or a retry could
+        # only turn a prompt error into a late one.
+        return (
+            retryable
+            and replayable
+            and attempt < self._retries
+            and deadline - time.monotonic() > 0.5
+            and self._budget.try_spend()
+        )
+
+    async def _attempt(
+        self, route: str, request: _Request, deadline: float, timeout: float
+    ) -> UpstreamAnswer:
+        left = max(0.001, deadline - time.monotonic())
+        client_timeout = aiohttp.ClientTimeout(total=left, sock_connect=min(left, 10.0))
         started = time.perf_counter()
         try:
             async with self._session.request(
-                method, self._base + path, timeout=client_timeout, **kwargs
-            ) as resp:
+                request.method, request.url, params=request.params, headers=request.headers,
+                data=request.body, timeout=client_timeout,
+            ) as resp:  # fmt: skip
                 body = await resp.read()
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
                 answer = UpstreamAnswer(
                     resp.status, response_headers(resp.headers), body, elapsed_ms
                 )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Refused, reset or timed out while connecting: nothing was sent.
+            self._record(route, "unreachable", "unreachable", started)
+            raise _Failed(_unreachable(), sent=False, ssl=isinstance(exc, ssl_errors)) from None
         except TimeoutError:
             self._record(route, "timeout", "timeout", started)
-            raise UpstreamTimeout(
-                f"Clearout did not answer within {timeout:.0f} s, try again later"
+            raise _Failed(
+                UpstreamTimeout(f"Clearout did not answer within {timeout:.0f} s, try again later"),
+                sent=True,
             ) from None
         except (aiohttp.ClientError, OSError):
             self._record(route, "unreachable", "unreachable", started)
-            raise UpstreamUnavailable(
-                "Clearout is unreachable from the gateway, try again later"
-            ) from None
+            raise _Failed(_unreachable(), sent=True) from None
         self._observe(route, answer, started)
         return answer
-
     def _observe(self, route: str, answer: UpstreamAnswer, started: float) -> None:
         self._record(route, str(answer.status), answer.error_code(), started)
         remaining = answer.headers.get("x-ratelimit-remaining")

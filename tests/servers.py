@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -130,3 +131,216 @@ class GatewayProcess:
         self.proc = None
         self._log.close()
         return code
+
+
+class TcpProxy:
+    """A loopback TCP relay that a test can cut, to lose one client's Redis at will.
+
+    Cutting closes the listener and every relayed connection: the client on
+    the near side sees its server vanish while everyone else's connections
+    to the real server carry on, which is what a replica cut off by a
+    network fault (or pointed at a master that just died) experiences.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: Any = None
+        self._writers: set[Any] = set()
+
+    async def start(self) -> TcpProxy:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def _relay(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: Any, dst: Any) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, RuntimeError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+
+def _redis_node(binary: str, port: int, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10,
+        check=False,
+    ).stdout  # fmt: skip
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free and still a port."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 50000)  # noqa: S311 - picking a port
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterServers:
+    """Three redis-server masters joined into a Redis Cluster (no replicas)."""
+
+    def __init__(self, workdir: Path, nodes: int = 3) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-server and redis-cli are needed; run the README test command")
+        self.binary = binary
+        self.workdir = workdir
+        self.ports = [_cluster_port() for _ in range(nodes)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        for port in self.ports:
+            node_dir = self.workdir / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.procs.append(_redis_node(
+                self.binary, port, node_dir, "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+            ))  # fmt: skip
+        for port in self.ports:
+            wait_port(port)
+        addresses = [f"127.0.0.1:{p}" for p in self.ports]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+            capture_output=True, timeout=30, check=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if all("cluster_state:ok" in _cli(p, "cluster", "info") for p in self.ports):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("the Redis Cluster did not become ready")
+
+    def flush(self) -> None:
+        for port in self.ports:
+            _cli(port, "flushall")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        self.procs.clear()
+
+
+class RedisSentinelServers:
+    """A master, one replica and one Sentinel watching them as `mymaster`.
+
+    Failover is quick on purpose (the master is judged down after 500 ms),
+    so a test can kill the master and see the replica promoted in seconds.
+    """
+
+    MASTER_NAME = "mymaster"
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is needed; run the README test command")
+        self.binary = binary
+        self.workdir = workdir
+        self.master_port, self.replica_port, self.sentinel_port = (free_port() for _ in range(3))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for role, port, extra in (
+            ("master", self.master_port, ()),
+            ("replica", self.replica_port, ("--replicaof", "127.0.0.1", str(self.master_port))),
+        ):
+            node_dir = self.workdir / role
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.procs[role] = _redis_node(self.binary, port, node_dir, *extra)
+            wait_port(port)
+        conf = self.workdir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.MASTER_NAME} 500\n"
+            f"sentinel failover-timeout {self.MASTER_NAME} 2000\n"
+        )
+        self.procs["sentinel"] = subprocess.Popen(
+            [self.binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_port(self.sentinel_port)
+        self._wait(lambda: "master_link_status:up" in _cli(self.replica_port, "info", "replication"))
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        return (("127.0.0.1", self.sentinel_port),)
+
+    def master_address(self) -> str:
+        return _cli(self.sentinel_port, "sentinel", "get-master-addr-by-name", self.MASTER_NAME)
+
+    def kill_master(self) -> None:
+        proc = self.procs.pop("master")
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def wait_promoted(self, timeout: float = 20.0) -> None:
+        self._wait(lambda: str(self.replica_port) in self.master_address(), timeout)
+
+    @staticmethod
+    def _wait(done: Any, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return
+            time.sleep(0.1)
+        raise TimeoutError("Redis Sentinel setup did not reach the expected state")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+        self.procs.clear()
