@@ -38,7 +38,7 @@ from gateway.background import background_ctx
 from gateway.budgets import Budgets
 from gateway.cache import CachedAnswer, LookupCache
 from gateway.finder import Finder
-from gateway.handlers import admin, instant, lists, ops
+from gateway.handlers import admin, instant, lists, openapi, ops
 from gateway.metrics import Metrics
 from gateway.middleware import Handler, endpoint, method_not_allowed, not_found
 from gateway.ownership import GuardedOwnership, MemoryOwnership, Ownership, RedisOwnership
@@ -134,6 +134,7 @@ def _add_routes(app: web.Application) -> None:
         ("GET", "/healthz", ops.healthz, "healthz"),
         ("GET", "/readyz", ops.readyz, "readyz"),
         ("GET", "/metrics", ops.metrics_text, "metrics"),
+        ("GET", "/openapi.json", openapi.openapi_document, "openapi"),
         ("POST", "/admin/cache/purge", admin.purge_cache, "admin"),
         ("GET", "/admin/teams", admin.teams, "admin"),
         ("POST", "/admin/teams/reload", admin.reload, "admin"),
