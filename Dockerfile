@@ -22,12 +22,11 @@ ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml, so editing the gateway's code
-# does not invalidate this (slow) layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt
-RUN pip install --requirement /tmp/requirements.txt
+# Dependencies first, at the exact versions and hashes of the lock file
+# (pip-compile of pyproject.toml), so a rebuild installs the same bytes and
+# editing the gateway's code does not invalidate this (slow) layer.
+COPY pyproject.toml requirements.lock ./
+RUN pip install --require-hashes --no-deps --requirement requirements.lock
 
 # Then the gateway itself (not editable: the final image has no source tree).
 COPY README.md ./

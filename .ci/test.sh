@@ -32,7 +32,11 @@ PY
 venv=${GATEWAY_VENV:-.venv}
 [ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Exact versions and hashes from the lock (pip-compile --extra dev of
+# pyproject.toml), then the project itself without resolving anything again.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+  --requirement requirements-dev.lock
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
 
 "$venv/bin/ruff" check .
 "$venv/bin/mypy"

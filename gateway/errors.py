@@ -1,6 +1,6 @@
 """The gateway's own errors and the Clearout error envelope they become.
 
-Handlers raise these; one middleware (`gateway.middleware`) turns them into a
+Handlers raise these; one middleware (`gateway.http.endpoint`) turns them into a
 response shaped exactly like Clearout's own failures, so a Clearout client
 needs no new error handling.  Codes 9000-9999 mark answers the gateway gave
 itself (upstream codes are four digits below 9000), and every such answer
@@ -28,13 +28,8 @@ carries `X-Gateway-Error: <reason>`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
-
-from aiohttp import web
-
-JSON_CONTENT_TYPE = "application/json"
 
 
 class GatewayError(Exception):
@@ -65,14 +60,9 @@ class GatewayError(Exception):
             error["additional_info"] = self.additional_info
         return {"status": "failed", "error": error}
 
-    def to_response(self) -> web.Response:
-        headers = {"X-Gateway-Error": self.reason, **self.headers}
-        return web.Response(
-            status=self.status,
-            body=json.dumps(self.body()).encode(),
-            content_type=JSON_CONTENT_TYPE,
-            headers=headers,
-        )
+    def response_headers(self) -> dict[str, str]:
+        """The headers of this error's answer (`X-Gateway-Error` and any extra ones)."""
+        return {"X-Gateway-Error": self.reason, **self.headers}
 
 
 class Unauthorized(GatewayError):

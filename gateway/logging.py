@@ -1,7 +1,7 @@
 """structlog configuration: JSON lines by default, console for local runs.
 
-Configured once by the CLI.  Per-request fields (request id, route, team) live
-in one context variable set by `bind_request` and merged into every event
+Configured once by the CLI.  Per-request fields (request id, route, team) come
+from the request's facts (`gateway.context`) and are merged into every event
 logged while the request is served.  A last-line-of-defence processor
 replaces any secret the process holds (upstream token, admin token) wherever
 it would appear in an event, so even a careless `log.info(..., headers=...)`
@@ -16,7 +16,6 @@ buffers while the server runs and is flushed every `FLUSH_SECONDS` by the app
 from __future__ import annotations
 
 import atexit
-import contextvars
 import logging
 import sys
 import time
@@ -26,19 +25,11 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 import structlog
 
+from gateway import context
+
 REDACTED = "[REDACTED]"
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 64 * 1024
-
-_REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "gateway_request", default=None
-)
-
-
-def bind_request(**fields: Any) -> None:
-    """Fields every log line of the current request carries (replaces the previous)."""
-    _REQUEST.set(fields)
-
 
 _second = -1
 _second_text = ""
@@ -52,10 +43,11 @@ def _enrich(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableM
     formatted once per second.
     """
     global _second, _second_text
-    fields = _REQUEST.get()
-    if fields:
-        for key, value in fields.items():
-            event.setdefault(key, value)
+    facts = context.current()
+    if facts is not None:
+        event.setdefault("request_id", facts.request_id)
+        event.setdefault("route", facts.route)
+        event.setdefault("team", facts.team)
     event["level"] = "warning" if name == "warn" else name
     now = time.time()
     whole = int(now)
@@ -152,7 +144,22 @@ def access(**event: Any) -> None:
 
 
 def _orjson_dumps(event: Any, **_kw: Any) -> bytes:
-    return orjson.dumps(event, default=repr)
+    try:
+        return orjson.dumps(event, default=repr)
+    except orjson.JSONEncodeError:
+        # A path or header can carry raw non-UTF-8 bytes (lone surrogates
+        # after aiohttp's decoding), which orjson refuses: log them escaped.
+        return orjson.dumps(_printable(event), default=repr)
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
 
 
 _CHAIN: list[structlog.types.Processor] = [_enrich, _renderer("json", ())]

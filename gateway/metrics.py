@@ -3,7 +3,7 @@
 Each app gets its own `CollectorRegistry` so several gateway instances can live
 in one process (the tests run two side by side).  Label values are bounded by
 construction: `team` comes from the teams file (or `none` before
-authentication), `route` from the route table (`gateway.app`, `other` for
+authentication), `route` from the route table (`gateway.http.app`, `other` for
 anything unmatched), `status`/`code` from HTTP status codes and Clearout's
 numeric error codes.
 """
@@ -24,6 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.context import NO_TEAM
+
 # 1 ms .. 180 s: cache hits sit in the first buckets, queued upstream lookups
 # (timeout up to 180 s) in the last ones.
 LATENCY_BUCKETS = (
@@ -31,8 +33,45 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0,
 )  # fmt: skip
 
-NO_TEAM = "none"
+__all__ = ["NO_TEAM", "Metrics"]
+
 CACHE_RESULTS = ("hit", "miss", "coalesced", "bypass")
+
+
+# attribute: (type, name, help, labels).  Counter names omit `_total`, which
+# prometheus_client appends.
+MetricType = type[Counter] | type[Gauge] | type[Histogram]
+_METRICS: dict[str, tuple[MetricType, str, str, tuple[str, ...]]] = {
+    "upstream_requests": (Counter, "clearout_gateway_upstream_requests",
+        "Calls made to the upstream Clearout API, by route and HTTP status.", ("route", "status")),
+    "upstream_duration": (Histogram, "clearout_gateway_upstream_duration_seconds",
+        "Upstream call latency, by route.", ("route",)),
+    "upstream_errors": (Counter, "clearout_gateway_upstream_errors",
+        "Upstream failures by route and Clearout error code (HTTP status when none).",
+        ("route", "code")),
+    "upstream_retries": (Counter, "clearout_gateway_upstream_retries",
+        "Upstream calls sent again after a failure that could not have charged twice.",
+        ("route",)),
+    "upstream_circuit_open": (Gauge, "clearout_gateway_upstream_circuit_open",
+        "1 while the circuit breaker on the upstream is open or half-open, else 0.", ()),
+    "upstream_credits_available": (Gauge, "clearout_gateway_upstream_credits_available",
+        "Credits left on the upstream Clearout account (polled).", ()),
+    "upstream_ratelimit_remaining": (Gauge, "clearout_gateway_upstream_ratelimit_remaining",
+        "The upstream's x-ratelimit-remaining from its latest answer.", ()),
+    "credits_poll_errors": (Counter, "clearout_gateway_credits_poll_errors",
+        "Failed polls of the upstream credit balance.", ()),
+    "credits_spent": (Counter, "clearout_gateway_credits_spent",
+        "Upstream credits charged for a team's lookups.", ("team",)),
+    "quota_rejections": (Counter, "clearout_gateway_quota_rejections",
+        "Requests refused by a budget, by team and kind.", ("team", "kind")),
+    "quota_remaining": (Gauge, "clearout_gateway_quota_remaining_credits",
+        "Credits a team has left in its current window.", ("team", "window")),
+    "store_errors": (Counter, "clearout_gateway_store_errors",
+        "Backing-store (Redis) failures, by the concern that met them.", ("store",)),
+    "connections_closed": (Counter, "clearout_gateway_connections_closed",
+        "Client connections the gateway closed itself, by reason.", ("reason",)),
+    "ready": (Gauge, "clearout_gateway_ready", "1 when the gateway is ready to serve.", ()),
+}  # fmt: skip
 
 
 @dataclass
@@ -40,89 +79,34 @@ class Metrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    upstream_requests: Counter = field(init=False)
+    upstream_duration: Histogram = field(init=False)
+    upstream_errors: Counter = field(init=False)
+    upstream_retries: Counter = field(init=False)
+    upstream_circuit_open: Gauge = field(init=False)
+    upstream_credits_available: Gauge = field(init=False)
+    upstream_ratelimit_remaining: Gauge = field(init=False)
+    credits_poll_errors: Counter = field(init=False)
+    credits_spent: Counter = field(init=False)
+    quota_rejections: Counter = field(init=False)
+    quota_remaining: Gauge = field(init=False)
+    store_errors: Counter = field(init=False)
+    connections_closed: Counter = field(init=False)
+    ready: Gauge = field(init=False)
+    hot: HotMetrics = field(init=False)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.upstream_requests = Counter(
-            "clearout_gateway_upstream_requests",
-            "Calls made to the upstream Clearout API, by route and HTTP status.",
-            ["route", "status"],
-            registry=r,
-        )
-        self.upstream_duration = Histogram(
-            "clearout_gateway_upstream_duration_seconds",
-            "Upstream call latency, by route.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_errors = Counter(
-            "clearout_gateway_upstream_errors",
-            "Upstream failures by route and Clearout error code (HTTP status when none).",
-            ["route", "code"],
-            registry=r,
-        )
-        self.credits_spent = Counter(
-            "clearout_gateway_credits_spent",
-            "Upstream credits charged for a team's lookups.",
-            ["team"],
-            registry=r,
-        )
-        self.upstream_credits_available = Gauge(
-            "clearout_gateway_upstream_credits_available",
-            "Credits left on the upstream Clearout account (polled).",
-            registry=r,
-        )
-        self.quota_rejections = Counter(
-            "clearout_gateway_quota_rejections",
-            "Requests refused by a budget, by team and kind.",
-            ["team", "kind"],
-            registry=r,
-        )
-        self.ready = Gauge(
-            "clearout_gateway_ready", "1 when the gateway is ready to serve.", registry=r
-        )
-        self.store_errors = Counter(
-            "clearout_gateway_store_errors",
-            "Backing-store (Redis) failures, by the concern that met them.",
-            ["store"],
-            registry=r,
-        )
-        self.credits_poll_errors = Counter(
-            "clearout_gateway_credits_poll_errors",
-            "Failed polls of the upstream credit balance.",
-            registry=r,
-        )
-        self.quota_remaining = Gauge(
-            "clearout_gateway_quota_remaining_credits",
-            "Credits a team has left in its current window.",
-            ["team", "window"],
-            registry=r,
-        )
-        self.upstream_ratelimit_remaining = Gauge(
-            "clearout_gateway_upstream_ratelimit_remaining",
-            "The upstream's x-ratelimit-remaining from its latest answer.",
-            registry=r,
-        )
-        self.upstream_retries = Counter(
-            "clearout_gateway_upstream_retries",
-            "Upstream calls sent again after a failure that could not have charged twice.",
-            ["route"],
-            registry=r,
-        )
-        self.upstream_circuit_open = Gauge(
-            "clearout_gateway_upstream_circuit_open",
-            "1 while the circuit breaker on the upstream is open or half-open, else 0.",
-            registry=r,
-        )
-        self.connections_closed = Counter(
-            "clearout_gateway_connections_closed",
-            "Client connections the gateway closed itself, by reason.",
-            ["reason"],
-            registry=r,
-        )
+        for attribute, (kind, name, help_text, labels) in _METRICS.items():
+            metric: Counter | Gauge | Histogram
+            if kind is Histogram:
+                metric = Histogram(
+                    name, help_text, labels, registry=self.registry, buckets=LATENCY_BUCKETS
+                )
+            else:
+                metric = kind(name, help_text, labels, registry=self.registry)
+            setattr(self, attribute, metric)
         self.hot = HotMetrics()
-        r.register(self.hot)
+        self.registry.register(self.hot)
 
     # The hot-path metrics: plain counters behind a collector (see HotMetrics).
     def observe_request(self, route: str, team: str, status: int, seconds: float) -> None:

@@ -1,13 +1,24 @@
-"""The Redis connection: standalone, cluster or sentinel, per GATEWAY_REDIS_MODE.
+"""The Redis boundary: the client per GATEWAY_REDIS_MODE, what an outage looks like, the guard.
 
-One client per app, opened and closed in `cleanup_ctx`.  Short socket
-timeouts are deliberate: every concern built on Redis (cache, quotas,
-ownership, rate limits) has a defined fallback when Redis is slow or down,
-and a request must reach that fallback quickly rather than hang.
+Everything the gateway keeps in Redis (cache entries, single-flight leases,
+credit counters, rate buckets, ownership, queued lookups, pending lists)
+goes through one client opened here, and every caller treats the same
+exceptions, `STORE_ERRORS`, as "Redis is unavailable"; anything else is a bug
+and is left to surface.  Each concern holds a `StoreGuard`, which counts a
+failure in `clearout_gateway_store_errors_total{store=…}`, logs it at most
+every few seconds and backs that concern off Redis for a second, so a dead
+Redis costs a request its fallback at once rather than a socket timeout.
+Scripts are registered on the client (`register_script`: EVALSHA, the text
+sent again only after a Redis restart).
+
+Short socket timeouts are deliberate: every concern built on Redis has a
+defined fallback when Redis is slow or down, and a request must reach that
+fallback quickly rather than hang.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,17 +28,48 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.store")
 
 MAX_CONNECTIONS = 256
-
-# What a Redis outage looks like from redis-py: its own errors (cluster
-# topology errors are not RedisErrors), socket errors and timeouts.  Anything
-# else is a bug and must not be mistaken for "Redis is down".
-STORE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, EOFError)
 POOL_WAIT_SECONDS = 1.0
+BACKOFF_SECONDS = 1.0
+LOG_EVERY_SECONDS = 5.0
+
+# What a Redis outage looks like from redis-py: its own errors (Cluster
+# topology errors are not RedisErrors), socket errors and timeouts.
+STORE_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, EOFError)
+
+
+class StoreGuard:
+    """Counts, logs (throttled) and backs off from one concern's Redis failures."""
+
+    def __init__(self, metrics: Metrics, store: str, fallback: str = "policy") -> None:
+        self._metrics = metrics
+        self._store = store
+        self._fallback = fallback
+        self._down_until = 0.0
+        self._last_log = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._down_until = now + BACKOFF_SECONDS
+        self._metrics.store_errors.labels(self._store).inc()
+        if now - self._last_log >= LOG_EVERY_SECONDS:
+            self._last_log = now
+            log.warning(
+                "store_unavailable",
+                store=self._store,
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                fallback=self._fallback,
+            )
 
 
 def open_redis(settings: Settings) -> Redis | None:
@@ -40,31 +82,35 @@ def open_redis(settings: Settings) -> Redis | None:
         "health_check_interval": 15,
     }
     if settings.redis_mode == "sentinel":
-        # Credentials and db of the master come from GATEWAY_REDIS_URL when set
-        # (e.g. redis://:secret@ignored/2); the sentinels are listed separately.
-        auth: dict[str, Any] = {}
-        if settings.redis_url:
-            url = urlsplit(settings.redis_url)
-            auth = {"username": url.username, "password": url.password}
-            if url.path.strip("/").isdigit():
-                auth["db"] = int(url.path.strip("/"))
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(settings.redis_sentinels), sentinel_kwargs=common, **common
-        )
-        master: Redis = sentinel.master_for(settings.redis_sentinel_master, **auth)
-        return master
+        return _sentinel_master(settings, common)
     assert settings.redis_url is not None
     if settings.redis_mode == "cluster":
         cluster: Any = RedisCluster.from_url(settings.redis_url, **common)
         # RedisCluster speaks the same command API for what the gateway uses.
         return cluster  # type: ignore[no-any-return]
     # A blocking pool: a burst beyond the pool size waits briefly for a free
-    # connection instead of failing (which the store guards would read as
-    # Redis being down).
+    # connection instead of failing (which the guards would read as Redis
+    # being down).
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS, **common
     )
     return Redis.from_pool(pool)
+
+
+def _sentinel_master(settings: Settings, common: dict[str, Any]) -> Redis:
+    # Credentials and db of the master come from GATEWAY_REDIS_URL when set
+    # (e.g. redis://:secret@ignored/2); the sentinels are listed separately.
+    auth: dict[str, Any] = {}
+    if settings.redis_url:
+        url = urlsplit(settings.redis_url)
+        auth = {"username": url.username, "password": url.password}
+        if url.path.strip("/").isdigit():
+            auth["db"] = int(url.path.strip("/"))
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinels), sentinel_kwargs=common, **common
+    )
+    master: Redis = sentinel.master_for(settings.redis_sentinel_master, **auth)
+    return master
 
 
 async def prepare_redis(redis: Redis | None) -> None:
@@ -82,6 +128,22 @@ async def prepare_redis(redis: Redis | None) -> None:
             log.warning("redis_cluster_not_mapped", error=type(exc).__name__)
 
 
+async def close_redis(redis: Redis | None) -> None:
+    """Close the client, and in sentinel mode the clients of the sentinels too."""
+    if redis is None:
+        return
+    # A Cluster client has no single pool; a Sentinel-managed one names its manager.
+    pool = getattr(redis, "connection_pool", None)
+    sentinel = getattr(pool, "sentinel_manager", None)
+    await redis.aclose()
+    for client in getattr(sentinel, "sentinels", ()):
+        await client.aclose()
+
+
+def text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def live_members(redis: Redis, index: str, prefix: str, limit: int) -> list[str]:
     """Up to `limit` ids from the set `index` whose record `prefix + id` still exists.
 
@@ -89,9 +151,8 @@ async def live_members(redis: Redis, index: str, prefix: str, limit: int) -> lis
     are dropped here as they are met.
     """
     members = await redis.srandmember(index, limit)
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members or []]
     alive = []
-    for item in ids:
+    for item in (text(m) for m in members or []):
         if await redis.exists(prefix + item):
             alive.append(item)
         else:

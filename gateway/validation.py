@@ -7,12 +7,13 @@ strings are accepted for numbers and "true"/"false" for booleans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 
 from gateway.errors import ValidationFailed
+from gateway.lookup.request import InstantRequest
 
 MIN_TIMEOUT_MS = 10_000
 MAX_TIMEOUT_MS = 180_000
@@ -25,22 +26,6 @@ DEFAULT_TIMEOUT_MS = 30_000
 MAX_NAME_CHARS = 512
 MAX_DOMAIN_CHARS = 1024
 MAX_ID_CHARS = 128
-
-
-@dataclass(frozen=True, slots=True)
-class InstantRequest:
-    name: str
-    domain: str
-    timeout_ms: int
-    queue: bool
-
-    def upstream_body(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "domain": self.domain,
-            "timeout": self.timeout_ms,
-            "queue": self.queue,
-        }
 
 
 def not_an_object(location: str = "body") -> ValidationFailed:
@@ -109,8 +94,11 @@ def _queue(payload: dict[str, Any]) -> bool:
     raise ValidationFailed("queue", "body", '"queue" must be a boolean', "boolean.base")
 
 
-_PARSED: dict[bytes, InstantRequest] = {}
 PARSED_CACHE_SIZE = 65536
+# Only small bodies are remembered: a valid body may carry up to 64 KiB of
+# ignored fields, and 65 536 of those would be 4 GiB.  Real ones are ~100 bytes.
+PARSED_BODY_MAX = 1024
+_PARSED: LRUCache[bytes, InstantRequest] = LRUCache(PARSED_CACHE_SIZE)
 
 
 def instant_request_from_bytes(raw: bytes) -> InstantRequest:
@@ -130,9 +118,8 @@ def instant_request_from_bytes(raw: bytes) -> InstantRequest:
             "value", "body", '"value" must be valid JSON of type object', "object.base"
         ) from None
     parsed = instant_request(payload)
-    if len(_PARSED) >= PARSED_CACHE_SIZE:
-        _PARSED.clear()
-    _PARSED[raw] = parsed
+    if len(raw) <= PARSED_BODY_MAX:
+        _PARSED[raw] = parsed
     return parsed
 
 

@@ -21,12 +21,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
 from gateway import logging as gateway_logging
-from gateway.app import create_app
-from gateway.appkeys import TeamDirectory
-from gateway.auth import Quota, Team, TeamRegistry, hash_key
-from gateway.protocol import make_runner
+from gateway.http.app import create_app
+from gateway.http.protocol import make_runner
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.settings import Settings
+from gateway.teams import Quota, Team, TeamDirectory, TeamRegistry, hash_key
 from tests.servers import RedisServer, external_redis_url
 
 UPSTREAM_TOKEN = "upstream-secret-token-3f9a0c"

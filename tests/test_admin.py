@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import teamfile
-from gateway.app import create_app, load_teams
-from gateway.auth import hash_key
+from gateway.http import teams_reload as teamfile
+from gateway.http.app import create_app, load_teams
 from gateway.settings import Settings
+from gateway.teams import hash_key
 from tests.conftest import ADMIN_TOKEN, LogCapture
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.auth import TeamRegistry, TeamsFileError, hash_key, presented_key
 from gateway.sandbox import Sandbox
+from gateway.teams import TeamRegistry, TeamsFileError, hash_key, presented_key
 from tests.conftest import GatewayFactory, auth
 
 INSTANT = "/v2/email_finder/instant"

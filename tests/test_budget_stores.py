@@ -17,32 +17,23 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.auth import Quota, Team
-from gateway.errors import StoreUnavailable, UpstreamBusy
-from gateway.metrics import Metrics
-from gateway.ownership import GuardedOwnership, MemoryOwnership, Ownership, RedisOwnership
-from gateway.quota import (
-    Budget,
-    GuardedBudget,
-    MemoryBudget,
-    QuotaRefused,
-    RedisBudget,
-    Remaining,
-    Reservation,
-)
-from gateway.ratelimit import (
-    BLOCK_KEY,
-    Governor,
-    GovernorBusy,
+from gateway.budget.credits import Budget, MemoryBudget, QuotaRefused, Remaining, Reservation
+from gateway.budget.credits_guard import GuardedBudget
+from gateway.budget.credits_redis import RedisBudget
+from gateway.budget.governor import BLOCK_KEY, Governor, GovernorBusy, governor_shape
+from gateway.budget.ownership import GuardedOwnership, MemoryOwnership, Ownership, RedisOwnership
+from gateway.budget.rates import (
     GuardedRateLimiter,
     MemoryRateLimiter,
     RateLimiter,
     RedisRateLimiter,
     _refill_and_take,
-    governor_shape,
 )
+from gateway.errors import StoreUnavailable, UpstreamBusy
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import open_redis
+from gateway.teams import Quota, Team
 from tests.servers import RedisServer
 
 BACKENDS = ["redis", "memory"]
@@ -416,7 +407,7 @@ async def test_governor_honours_upstream_reset(backend: str, make_redis: RedisFa
     replicas = governors(backend, make_redis)
     seen, *others = replicas
     reset = time.time() + 1.0
-    seen.observe(limit=120, remaining=0, reset_epoch=reset)
+    seen.observe(remaining=0, reset_epoch=reset)
     asked = time.monotonic()
     with pytest.raises(UpstreamBusy) as refused:
         await seen.acquire("a", asked + 0.5)
@@ -441,7 +432,7 @@ async def test_governor_honours_upstream_reset(backend: str, make_redis: RedisFa
 
 async def test_governor_unlimited_is_a_no_op() -> None:
     gov = Governor(None, None, Metrics())
-    gov.observe(limit=1, remaining=0, reset_epoch=time.time() + 60)
+    gov.observe(remaining=0, reset_epoch=time.time() + 60)
     for _ in range(1000):
         await gov.acquire("a", time.monotonic())  # even a spent deadline
     await gov.aclose()

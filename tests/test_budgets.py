@@ -24,10 +24,10 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from gateway.auth import Quota, Team
-from gateway.quota import RedisBudget
-from gateway.ratelimit import governor_shape
+from gateway.budget.credits_redis import RedisBudget
+from gateway.budget.governor import governor_shape
 from gateway.sandbox import Sandbox
+from gateway.teams import Quota, Team
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, auth, contacts_csv, team
 from tests.servers import RedisServer
 

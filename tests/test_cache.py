@@ -248,8 +248,8 @@ async def test_a_crashed_lock_holder_frees_the_key_when_its_lock_expires(
     """A lock left by a replica that died mid-lookup delays others only until it expires."""
     import redis.asyncio as aioredis
 
-    from gateway.normalize import cache_key
-    from gateway.singleflight import LOCK_PREFIX
+    from gateway.lookup.normalize import cache_key
+    from gateway.lookup.singleflight import LOCK_PREFIX
 
     client = aioredis.Redis.from_url(redis_url)
     try:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.normalize import normalize_name
+from gateway.lookup.normalize import normalize_name
 from gateway.sandbox import Sandbox
 from tests.conftest import GatewayFactory, auth, contacts_csv
 

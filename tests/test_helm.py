@@ -165,7 +165,8 @@ def env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def volume(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
     found = [v for v in pod_spec(docs)["volumes"] if v["name"] == name]
     assert len(found) == 1, f"expected volume {name}"
-    return found[0]
+    volume_spec: dict[str, Any] = found[0]
+    return volume_spec
 
 
 def mount_path(docs: list[dict[str, Any]], volume_name: str) -> str:

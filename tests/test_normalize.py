@@ -1,10 +1,10 @@
-"""Tests for gateway.normalize: which inputs share a cache key and which never may."""
+"""Tests for gateway.lookup.normalize: which inputs share a cache key and which never may."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.normalize import (
+from gateway.lookup.normalize import (
     NORMALIZATION_VERSION,
     cache_key,
     normalize_domain,

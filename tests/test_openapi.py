@@ -1,6 +1,6 @@
 """The gateway's own OpenAPI document, and a live gateway fuzzed against it.
 
-`gateway/openapi.json` is the published contract of every route: the
+`gateway/http/openapi.json` is the published contract of every route: the
 document served at `GET /openapi.json` must be that file, valid OpenAPI 3.1,
 list exactly the routes the router serves, and agree with the error table in
 `gateway.errors`.  Then schemathesis generates requests from the document
@@ -48,7 +48,7 @@ from gateway import errors
 from gateway.sandbox import SandboxConfig
 from tests.conftest import ADMIN_TOKEN, KEYS, UPSTREAM_TOKEN, GatewayFactory, LogCapture
 
-DOCUMENT = Path(gateway_package.__file__).parent / "openapi.json"
+DOCUMENT = Path(gateway_package.__file__).parent / "http" / "openapi.json"
 
 # Documented routes the router does not register yet: both are being added in
 # parallel.  Empty this set once they land; the route test then demands them
@@ -175,7 +175,7 @@ async def test_document_lists_exactly_the_registered_routes(
 ) -> None:
     """Every documented (method, path) is served, and every served route is documented."""
     documented = documented_operations(load_document())
-    registered = registered_operations(gateway.server.app)
+    registered = registered_operations(gateway.app)
     assert documented >= NOT_YET_REGISTERED
     assert registered == documented - NOT_YET_REGISTERED
     # Once a route of the allow-list is registered, it must leave the list.
@@ -413,7 +413,7 @@ def describe_answer(response: schemathesis.Response) -> str:
 
 def gateway_envelope_problem(response: schemathesis.Response) -> str | None:
     """Why a 9xxx envelope, its HTTP status and its X-Gateway-Error disagree, if they do."""
-    reason = (response.headers.get("x-gateway-error") or [None])[0]
+    reason = next(iter(response.headers.get("x-gateway-error") or []), None)
     try:
         payload = json.loads(response.content) if response.content else None
     except ValueError:
@@ -437,7 +437,7 @@ def server_error_problem(response: schemathesis.Response) -> str | None:
     """A 5xx the gateway raised itself, or one no upstream answer explains."""
     if response.status_code < 500:
         return None
-    reason = (response.headers.get("x-gateway-error") or [None])[0]
+    reason = next(iter(response.headers.get("x-gateway-error") or []), None)
     if reason is not None:
         return None if reason in PROVOKED_GATEWAY_5XX else f"gateway raised {reason}"
     # Without X-Gateway-Error a 5xx can only be relayed from the sandbox: its
@@ -484,6 +484,9 @@ class Pass:
 def passes_for(operation: Any) -> list[Pass]:
     """The positive, negative and wire passes of one operation, with their draws."""
     path = operation.path
+    auth: tuple[str, ...]
+    valid: tuple[str, ...]
+    mutations: tuple[str, ...]
     if path.startswith("/admin/"):
         auth, valid = ADMIN_AUTH, ADMIN_AUTH_VALID
     elif path.startswith("/v2/"):
@@ -559,7 +562,7 @@ def run_operation(run: FuzzRun, operation: Any, fuzz_pass: Pass, examples: int) 
             ("gateway envelope", gateway_envelope_problem(response)),
         ):
             if problem is not None:
-                key = (label_kind, kind, str(response.status_code), problem)
+                key: tuple[str, ...] = (label_kind, kind, str(response.status_code), problem)
                 run.record(key, f"{kind}: {problem}", response)
         try:
             case.validate_response(sent, checks=checks_for(operation, response))
@@ -628,74 +631,93 @@ CONTACTS = b"Full Name,Domain\r\nSteven Morris,apple.com\r\nAnn Lee,queued.test\
 _uploads = itertools.count(1)
 
 
+MULTIPART_CT = f"multipart/form-data; boundary={BOUNDARY}"
+WireBody = tuple[Any, str | None]  # (body, Content-Type or None for none at all)
+
+
+def _valid_csv(_payload: bytes, _pick: int) -> WireBody:
+    name = f"contacts-{next(_uploads)}.csv".encode()
+    return multipart([(b'name="file"; filename="' + name + b'"', CONTACTS)]), MULTIPART_CT
+
+
+def _hostile_filename(_payload: bytes, pick: int) -> WireBody:
+    filename = HOSTILE_FILENAMES[pick]
+    disposition = b'name="file"; filename="' + filename + b'"'
+    if pick % 3 == 0:  # RFC 5987 spelling, percent-encoding the raw bytes
+        encoded = "".join(f"%{byte:02X}" for byte in filename).encode()
+        disposition = b"name=\"file\"; filename*=UTF-8''" + encoded
+    return multipart([(disposition, CONTACTS)]), MULTIPART_CT
+
+
+def _truncated_multipart(_payload: bytes, _pick: int) -> WireBody:
+    body = multipart([(b'name="file"; filename="a.csv"', CONTACTS)])
+    return body[: len(body) // 2], MULTIPART_CT
+
+
+def _chunked_multipart(_payload: bytes, _pick: int) -> WireBody:
+    body = multipart([(b'name="file"; filename="chunked.csv"', CONTACTS)])
+    return iter([body[:40], body[40:]]), MULTIPART_CT
+
+
+# Mutations that replace the body (and its Content-Type) on the wire.
+WIRE_BODIES: dict[str, Callable[[bytes, int], WireBody]] = {
+    "form": lambda _p, _i: (
+        b"name=Steven+Morris&domain=apple.com&list_id=x", "application/x-www-form-urlencoded"
+    ),
+    "text-plain": lambda p, _i: (p, "text/plain"),
+    "no-content-type": lambda p, _i: (p, None),
+    "multipart": lambda _p, _i: (multipart([(b'name="name"', b"Steven Morris")]), MULTIPART_CT),
+    "chunked": lambda p, _i: (iter([p[:5], p[5:]]), "application/json"),
+    "latin1-json": lambda _p, _i: (
+        b'{"name": "Andr\xe9 Morris", "domain": "apple.com", "list_id": "\xe9"}',
+        "application/json; charset=latin-1",
+    ),
+    "oversize": lambda _p, _i: (
+        b'{"name": "' + b"a" * 70_000 + b'", "domain": "apple.com"}', "application/json"
+    ),
+    "oversize-chunked": lambda _p, _i: (
+        iter([b'{"name": "', b"a" * 70_000, b'"}']), "application/json"
+    ),
+    "valid-csv": _valid_csv,
+    "hostile-filename": _hostile_filename,
+    "truncated-multipart": _truncated_multipart,
+    "no-boundary": lambda _p, _i: (
+        multipart([(b'name="file"; filename="a.csv"', CONTACTS)]), "multipart/form-data"
+    ),
+    "garbage-multipart": lambda _p, _i: (b"\x00\xffnot multipart at all\r\n\r\n--", MULTIPART_CT),
+    "json-body": lambda _p, _i: (b'{"file": "Full Name,Domain"}', "application/json"),
+    "chunked-multipart": _chunked_multipart,
+    "body-on-get": lambda _p, _i: (b'{"qid": "x", "list_id": "x"}', "application/json"),
+}
+# Mutations that spoil one header (the body is left out).
+WIRE_HEADERS: dict[str, tuple[str, Any]] = {
+    "raw-bytes-auth": ("Authorization", b"\xff\xfe\x80key"),
+    "long-header": ("X-Request-ID", "r" * 9000),
+}
+
+
 def mutate(kwargs: dict[str, Any], mutation: str, filename_pick: int) -> dict[str, Any]:
     """The request schemathesis built, spoiled on the wire as `mutation` says."""
     headers: dict[str, Any] = dict(kwargs.pop("headers", {}))
     body_json = kwargs.pop("json", None)
     payload = json.dumps(body_json).encode() if body_json is not None else b"{}"
-    multipart_ct = f"multipart/form-data; boundary={BOUNDARY}"
-
-    def set_body(data: Any, content_type: str | None) -> None:
+    if mutation in WIRE_BODIES:
+        data, content_type = WIRE_BODIES[mutation](payload, filename_pick)
         for key in ("data", "files"):
             kwargs.pop(key, None)
         headers.pop("Content-Type", None)
         if content_type is not None:
             headers["Content-Type"] = content_type
         kwargs["data"] = data
-
-    if mutation == "none":
-        if body_json is not None:
-            kwargs["json"] = body_json
-    elif mutation == "form":
-        set_body(
-            b"name=Steven+Morris&domain=apple.com&list_id=x", "application/x-www-form-urlencoded"
-        )
-    elif mutation == "text-plain":
-        set_body(payload, "text/plain")
-    elif mutation == "no-content-type":
-        set_body(payload, None)
-    elif mutation == "multipart":
-        set_body(multipart([(b'name="name"', b"Steven Morris")]), multipart_ct)
-    elif mutation == "chunked":
-        set_body(iter([payload[:5], payload[5:]]), "application/json")
-    elif mutation == "latin1-json":
-        set_body(b'{"name": "Andr\xe9 Morris", "domain": "apple.com", "list_id": "\xe9"}',
-                 "application/json; charset=latin-1")  # fmt: skip
-    elif mutation == "oversize":
-        set_body(b'{"name": "' + b"a" * 70_000 + b'", "domain": "apple.com"}', "application/json")
-    elif mutation == "oversize-chunked":
-        set_body(iter([b'{"name": "', b"a" * 70_000, b'"}']), "application/json")
-    elif mutation == "valid-csv":
-        name = f"contacts-{next(_uploads)}.csv".encode()
-        set_body(multipart([(b'name="file"; filename="' + name + b'"', CONTACTS)]), multipart_ct)
-    elif mutation == "hostile-filename":
-        filename = HOSTILE_FILENAMES[filename_pick]
-        disposition = b'name="file"; filename="' + filename + b'"'
-        if filename_pick % 3 == 0:  # RFC 5987 spelling, percent-encoding the raw bytes
-            encoded = "".join(f"%{byte:02X}" for byte in filename).encode()
-            disposition = b"name=\"file\"; filename*=UTF-8''" + encoded
-        set_body(multipart([(disposition, CONTACTS)]), multipart_ct)
-    elif mutation == "truncated-multipart":
-        body = multipart([(b'name="file"; filename="a.csv"', CONTACTS)])
-        set_body(body[: len(body) // 2], multipart_ct)
-    elif mutation == "no-boundary":
-        set_body(multipart([(b'name="file"; filename="a.csv"', CONTACTS)]), "multipart/form-data")
-    elif mutation == "garbage-multipart":
-        set_body(b"\x00\xffnot multipart at all\r\n\r\n--", multipart_ct)
-    elif mutation == "json-body":
-        set_body(b'{"file": "Full Name,Domain"}', "application/json")
-    elif mutation == "chunked-multipart":
-        body = multipart([(b'name="file"; filename="chunked.csv"', CONTACTS)])
-        set_body(iter([body[:40], body[40:]]), multipart_ct)
-    elif mutation == "raw-bytes-auth":
-        headers["Authorization"] = b"\xff\xfe\x80key"
-    elif mutation == "long-header":
-        headers["X-Request-ID"] = "r" * 9000
-    elif mutation == "body-on-get":
-        set_body(b'{"qid": "x", "list_id": "x"}', "application/json")
+    elif mutation in WIRE_HEADERS:
+        name, value = WIRE_HEADERS[mutation]
+        headers[name] = value
     elif mutation == "repeated-query":
         params = kwargs.get("params") or {}
         kwargs["params"] = [(key, value) for key, value in params.items() for _ in (1, 2)]
+    elif mutation == "none":
+        if body_json is not None:
+            kwargs["json"] = body_json
     else:
         raise AssertionError(f"unknown mutation {mutation}")
     kwargs["headers"] = headers

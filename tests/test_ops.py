@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import LIFECYCLE
+from gateway.http.keys import LIFECYCLE
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_TOKEN, GatewayFactory, LogCapture, auth
 from tests.servers import RedisServer, free_port
 
@@ -45,7 +45,7 @@ async def test_readyz_follows_redis_and_draining(
         server.start()
         resp = await gateway.get("/readyz")
         assert resp.status == 200
-        gateway.server.app[LIFECYCLE].draining = True
+        gateway.app[LIFECYCLE].draining = True
         resp = await gateway.get("/readyz")
         assert resp.status == 503 and (await resp.json())["reason"] == "draining"
         assert (await gateway.get("/healthz")).status == 200

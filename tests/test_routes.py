@@ -115,7 +115,9 @@ async def test_bulk_lifecycle_end_to_end(gateway: Client) -> None:
         rows = list(csv.reader(io.StringIO(await file_resp.text())))
     assert rows[0][:2] == ["Full Name", "Domain"]
     assert "Clearout Finder Email Address" in rows[0]
-    assert rows[1][2] == "steven.morris@apple.com" and rows[2][-1] == "not_found"
+    email = rows[0].index("Clearout Finder Email Address")
+    status = rows[0].index("Clearout Finder Status")
+    assert rows[1][email] == "steven.morris@apple.com" and rows[2][status] == "Not Found"
     resp = await gateway.post(
         "/v2/email_finder/list/cancel", json={"list_id": list_id}, headers=auth()
     )

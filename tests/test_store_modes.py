@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from gateway.auth import Quota
-from gateway.normalize import cache_key
+from gateway.lookup.normalize import cache_key
+from gateway.lookup.singleflight import LOCK_PREFIX
 from gateway.sandbox import Sandbox
-from gateway.singleflight import LOCK_PREFIX
+from gateway.teams import Quota
 from tests.conftest import GatewayFactory, auth, team
 from tests.servers import RedisClusterServers, RedisSentinelServers, RedisServer, TcpProxy
 

@@ -28,10 +28,10 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-ROLE_WORDS = frozenset(
-    {"info", "sales", "support", "admin", "contact", "hello", "marketing", "hr", "billing",
-     "office", "team", "jobs", "careers", "press", "help"}
-)  # fmt: skip
+from gateway.lookup.pricing import ROLE_LOCAL_PARTS
+
+# The sandbox answers role addresses for the words Clearout prices as roles.
+ROLE_WORDS = ROLE_LOCAL_PARTS
 TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir"})
 SUPPORTED_NAME = re.compile(r"^[^\W\d_]+(?:[ .'\-,][^\W\d_]*)*\.?$")
 
@@ -66,26 +66,29 @@ def _confidence(name: str, domain: str) -> int:
     return 50 + digest[0] % 50
 
 
+# Domains whose answer is scripted whatever the name: the failures a caller must handle.
+SCRIPTED_DOMAINS = {
+    "ratelimited.test": "ratelimited",
+    "nocredits.test": "nocredits",
+    "unavailable.test": "unavailable",
+}
+
+
 def lookup(name: str, domain: str) -> Outcome:
     """The sandbox's deterministic answer for a validated name and domain."""
     if not SUPPORTED_NAME.match(name.strip()):
         return Outcome("unsupported")
     host = _clean_domain(domain)
-    if host == "ratelimited.test":
-        return Outcome("ratelimited")
-    if host == "nocredits.test":
-        return Outcome("nocredits")
-    if host == "unavailable.test":
-        return Outcome("unavailable")
+    if host in SCRIPTED_DOMAINS:
+        return Outcome(SCRIPTED_DOMAINS[host])
     parts = _name_parts(name)
     first, last = (parts[0], parts[-1]) if parts else ("", "")
-    company = host.split(".")[0]
     base: dict[str, Any] = {
         "first_name": first,
         "last_name": last if len(parts) > 1 else "",
         "full_name": " ".join(parts),
         "domain": host,
-        "company": {"name": company},
+        "company": {"name": host.split(".")[0]},
     }
     if first.startswith(("nobody", "unknown")) or host.endswith(".invalid"):
         return Outcome(
@@ -93,6 +96,12 @@ def lookup(name: str, domain: str) -> Outcome:
             {**base, "emails": [], "total": 0, "confidence_score": 0},
             queued=host == "queued.test",
         )
+    return _found(parts, host, base)
+
+
+def _found(parts: list[str], host: str, base: dict[str, Any]) -> Outcome:
+    """An address for the name: `first.last@host`, or `info@host` for a role word."""
+    first, last = (parts[0], parts[-1]) if parts else ("", "")  # a name of titles: none
     role = len(parts) == 1 and first in ROLE_WORDS
     local = first if role or len(parts) == 1 else f"{first}.{last}"
     local = re.sub(r"[^\w.\-]", "", local) or "contact"

@@ -1,1 +1,0 @@
-"""HTTP handlers, one module per route family (instant, lists, ops)."""

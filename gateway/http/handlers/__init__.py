@@ -1,0 +1,1 @@
+"""HTTP handlers, one module per route family: parse, ask a service, render."""

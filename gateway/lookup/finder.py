@@ -1,0 +1,186 @@
+"""The instant lookup service: cache, queued lookups, single-flight, budget, upstream.
+
+    key = normalize(name, domain)
+    cache hit ─────────────────────────────► answer (HIT, credits saved)
+    queued lookup for this key ────────────► the same 524 (COALESCED)
+    single-flight(key):
+        another caller is asking ──────────► its answer (COALESCED)
+        we lead: reserve ─► governor ─► upstream ─► settle ─► cache by TTL class
+                 (a 524 keeps its reservation and is remembered)
+                                           ► answer (MISS)
+
+`Finder.instant(team, lookup, mode, forward_headers)` takes and returns plain
+values (`gateway.lookup.request`): the HTTP handler, a bulk row or a test can
+ask it alike.  Mode `bypass` goes straight upstream and neither reads nor
+writes the cache; `refresh` skips the read and replaces the entry.  Only the
+single-flight leader reserves credits: a caller coalesced onto another's
+lookup pays nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+from gateway import context
+from gateway.budget import Budgets, Reservation
+from gateway.errors import GatewayError
+from gateway.lookup.cache import CachedAnswer, LookupCache
+from gateway.lookup.pricing import Prices, credits_for, outcome, success_data
+from gateway.lookup.queue import QueuedLookups, queue_id
+from gateway.lookup.request import CacheMode, CacheStatus, InstantRequest, LookupResult
+from gateway.lookup.singleflight import SingleFlight
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.teams import Team
+from gateway.upstream import Upstream, UpstreamAnswer
+
+Flight = tuple[UpstreamAnswer | CachedAnswer, bool]
+
+
+@dataclass
+class Finder:
+    settings: Settings
+    cache: LookupCache
+    flights: SingleFlight[UpstreamAnswer, CachedAnswer]
+    queue: QueuedLookups
+    budgets: Budgets
+    upstream: Upstream
+    metrics: Metrics
+    prices: Prices
+
+    async def instant(
+        self,
+        team: Team,
+        lookup: InstantRequest,
+        mode: CacheMode = "normal",
+        forward_headers: Mapping[str, str] | None = None,
+    ) -> LookupResult:
+        """The answer for one instant lookup, with its X-Cache status and credits left."""
+        status, answer = await self._answer(team, lookup, mode, forward_headers)
+        self.metrics.count_cache(status.lower())
+        context.note_cache(status)
+        credits_left = await self.budgets.remaining_headers(team)
+        if isinstance(answer, CachedAnswer):
+            return LookupResult(200, answer.body, status, credits_left=credits_left)
+        return LookupResult(answer.status, answer.body, status, answer.headers, credits_left)
+
+    async def _answer(
+        self, team: Team, lookup: InstantRequest, mode: CacheMode,
+        forward: Mapping[str, str] | None,
+    ) -> tuple[CacheStatus, UpstreamAnswer | CachedAnswer]:  # fmt: skip
+        key = self.cache.key(team.name, lookup.name, lookup.domain)
+        if mode == "bypass":
+            return "BYPASS", await self._ask_upstream(team, lookup, key, forward, store=False)
+        if mode == "normal":
+            known = await self._known(team, key)
+            if known is not None:
+                return known
+        result, coalesced = await self._fly(team, lookup, key, mode, forward)
+        if isinstance(result, CachedAnswer):
+            self.metrics.count_saved(team.name, result.credits)
+            return "COALESCED", result
+        if coalesced:
+            await self._coalesced_onto(team, result)
+        return ("COALESCED" if coalesced else "MISS"), result
+
+    async def _known(
+        self, team: Team, key: str
+    ) -> tuple[CacheStatus, UpstreamAnswer | CachedAnswer] | None:
+        """A cache hit, or the 524 of a lookup of this person already queued upstream."""
+        # The in-process layer first, without a coroutine hop: the hot path.
+        hit = self.cache.get_local(key) or await self.cache.get(key)
+        if hit is not None:
+            self.metrics.count_saved(team.name, hit.credits)
+            if team.quota.charge_cache_hits:
+                await self.budgets.charge_hit(team, hit.credits)
+            return "HIT", hit
+        queued = await self.queue.waiting_for(key)
+        if queued is None:
+            return None
+        if queued.team != team.name:
+            await self.budgets.grant("queue", queued.qid, team)
+        headers = CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
+        return "COALESCED", UpstreamAnswer(524, headers, queued.body)
+
+    async def _fly(
+        self, team: Team, lookup: InstantRequest, key: str, mode: CacheMode,
+        forward: Mapping[str, str] | None,
+    ) -> Flight:  # fmt: skip
+        def flight() -> Awaitable[Flight]:
+            return self.flights.run(
+                key,
+                lambda: self._ask_upstream(team, lookup, key, forward, store=True),
+                (lambda: self.cache.get(key)) if mode == "normal" else None,
+                timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
+            )
+
+        try:
+            return await flight()
+        except GatewayError as refused:
+            if refused.team is None or refused.team == team.name:
+                raise
+            # We waited on another team's lookup and *its* budget refused it
+            # (quota, pace, or its store check): that says nothing about ours,
+            # so ask ourselves.
+            return await flight()
+
+    async def _coalesced_onto(self, team: Team, answer: UpstreamAnswer) -> None:
+        """Another caller's upstream answer served to `team`: saved credits, shared queue id."""
+        payload = answer.json()
+        data = success_data(payload)
+        if data is not None:
+            self.metrics.count_saved(team.name, credits_for(data, self.prices))
+        qid = queue_id(payload) if answer.status == 524 else None
+        if qid:
+            await self.budgets.grant("queue", qid, team)
+
+    async def _ask_upstream(
+        self, team: Team, lookup: InstantRequest, key: str,
+        forward: Mapping[str, str] | None, *, store: bool,
+    ) -> UpstreamAnswer:  # fmt: skip
+        """One paid upstream lookup: reserve, wait our turn, ask, settle (or hold on 524)."""
+        deadline = time.monotonic() + lookup.timeout_ms / 1000
+        reservation = await self.budgets.reserve(team, self.prices.maximum)
+        held = False
+        try:
+            await self.budgets.admit_upstream(team, deadline)
+            answer = await self.upstream.call(
+                "instant", "POST", "/email_finder/instant",
+                json_body=lookup.upstream_body(), caller_headers=forward,
+                # Clearout answers 524 itself once the caller's timeout passes;
+                # the margin lets that answer (with its queue id) reach us first.
+                timeout=max(1.0, deadline - time.monotonic())
+                + self.settings.upstream_timeout_margin,
+            )  # fmt: skip
+            self.budgets.observe_upstream(answer.headers)
+            held = await self._account(team, answer, key if store else "", reservation)
+            return answer
+        finally:
+            if not held:
+                await self.budgets.settle(reservation, 0)
+
+    async def _account(
+        self, team: Team, answer: UpstreamAnswer, key: str, reservation: Reservation
+    ) -> bool:
+        """Settle, count and cache an answer; whether the reservation is taken care of."""
+        data = success_data(answer.json()) if answer.status == 200 else None
+        if data is not None:
+            credits = credits_for(data, self.prices)
+            await self.budgets.settle(reservation, credits)
+            self.metrics.credits_spent.labels(team.name).inc(credits)
+            kind = outcome(data)
+            if key and kind != "other":
+                await self.cache.set(key, CachedAnswer(answer.body, credits, kind == "found"))
+            return True
+        qid = queue_id(answer.json()) if answer.status == 524 else None
+        if qid is not None:
+            # The lookup goes on upstream and will be charged when it
+            # completes: keep the credits held until then.
+            await self.queue.remember(answer, qid, key, team, reservation)
+            return True
+        return False
+
