@@ -12,7 +12,6 @@ a bound) so shutdown never hangs on a task stuck in I/O.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -75,14 +74,3 @@ class Tasks:
             except Exception:
                 log.exception("background_round_failed", task=name)
             await asyncio.sleep(seconds)
-
-
-@contextlib.asynccontextmanager
-async def cancelling(task: asyncio.Task[Any]) -> Any:
-    """Cancel and await `task` when the block ends (for a task scoped to one call)."""
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

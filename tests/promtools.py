@@ -31,22 +31,33 @@ from typing import Any
 import yaml
 
 _HTTP_TIMEOUT = 5.0
+# A cold TSDB on a loaded CI machine takes a few seconds; 30 s is a hang.
+_STARTUP_TIMEOUT = 30.0
 
 
 def load_dashboard_module() -> ModuleType:
-    """grafana/dashboard.py as a module: grafana/ is a script directory, not a package.
+    """The ``clearout_dashboard`` package from grafana/, imported as a package.
 
-    Registered under one name, so every test module shares the same import.
+    grafana/ is a script directory, not on ``sys.path``; loading the package
+    from its ``__init__.py`` (with its directory as the submodule search path)
+    lets its relative imports work without touching ``sys.path``. Registered
+    under its own name, so every test module shares the same import.
     """
-    name = "clearout_grafana_dashboard"
+    name = "clearout_dashboard"
     if name in sys.modules:
         return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "grafana" / "dashboard.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+    package = Path(__file__).resolve().parent.parent / "grafana" / name
+    spec = importlib.util.spec_from_file_location(
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 
@@ -185,7 +196,6 @@ def start_prometheus(
     job: str = "gateway",
     port: int | None = None,
     rule_files: Sequence[Path] = (),
-    startup_timeout: float = 30.0,
 ) -> Iterator[PrometheusServer]:
     """Run ``prometheus`` scraping ``targets`` (``host:port``) as job ``job``.
 
@@ -223,7 +233,7 @@ def start_prometheus(
         )
         try:
             server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path)
-            _wait_ready(server, startup_timeout)
+            _wait_ready(server, _STARTUP_TIMEOUT)
             yield server
         finally:
             _stop(process)

@@ -1,8 +1,8 @@
 """The dashboard-as-code and alert rules: fresh, complete, and valid PromQL.
 
 Pins that the committed Grafana JSON and Prometheus rules are exactly what
-``grafana/dashboard.py`` generates (and the Helm chart's copy is the same
-bytes), that every panel is documented and uses the contract's metric names
+``grafana/dashboard.py`` (the ``grafana/clearout_dashboard`` package)
+generates (and the Helm chart's copy is the same bytes), that every panel is documented and uses the contract's metric names
 and labels, that the rules pass ``promtool check`` and their unit tests, and
 that the ``promtools`` Prometheus helper works against a real server.
 """
@@ -53,6 +53,9 @@ EXTRA_METRICS: dict[str, set[str]] = {
     "clearout_gateway_credits_poll_errors_total": set(),
     "clearout_gateway_quota_remaining_credits": {"team", "window"},
     "clearout_gateway_upstream_ratelimit_remaining": set(),
+    "clearout_gateway_upstream_retries_total": {"route"},
+    "clearout_gateway_upstream_circuit_open": set(),
+    "clearout_gateway_connections_closed_total": {"reason"},
 }
 METRICS = {**CONTRACT_METRICS, **EXTRA_METRICS}
 HISTOGRAMS = {
@@ -213,6 +216,7 @@ def test_expected_rows_exist_in_order(generated: dict[str, Any]) -> None:
     [
         ("Request latency (p50 / p95 / p99)", "histogram_quantile(0.99"),
         ("Error ratio", 'status=~"5.."'),
+        ("Error ratio", 'status!="499"'),
         ("Days of credits left", "* 86400 > 0"),
         ("Cache hit ratio", 'result="hit"'),
         ("Coalesced and bypass rate", "coalesced|bypass"),
@@ -220,6 +224,10 @@ def test_expected_rows_exist_in_order(generated: dict[str, Any]) -> None:
         ("Upstream 429 responses", 'status="429"'),
         ("Quota rejections by team and kind", "sum by (team, kind)"),
         ("Quota credits remaining", "min by (team, window)"),
+        ("Upstream circuit breaker", "max by (instance) (clearout_gateway_upstream_circuit_open)"),
+        ("Upstream retries by route", "sum by (route)"),
+        ("Connections closed and hang-ups", 'status="499"'),
+        ("Connections closed and hang-ups", "sum by (reason)"),
     ],
 )
 def test_panel_answers_its_question(generated: dict[str, Any], title: str, needle: str) -> None:
@@ -323,6 +331,7 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
         "ClearoutGatewayNotReady",
         "ClearoutGatewayDown",
         "ClearoutQuotaRejectionsSpiking",
+        "ClearoutUpstreamCircuitOpen",
     }
     cases = yaml.safe_load(RULES_TEST.read_text(encoding="utf-8"))["tests"]
     checks = [check for case in cases for check in case["alert_rule_test"]]

@@ -6,9 +6,12 @@ the metrics a running gateway really exports. One scenario (a module-scoped
 fixture) runs the whole stack for real:
 
 - a private ``redis-server``, the sandbox upstream served in the test process
-  (so it can answer 503, 429, 402 and 524 on demand), and ``python -m gateway
-  serve`` as a child process with a two-team teams file (team ``beta`` has a
-  small quota) and the credit-balance poller at 1 s;
+  (so it can answer 503, 429, 402 and 524 on demand, plus scripted answers
+  on any path from a small fault layer in front of it), and ``python -m
+  gateway serve`` as a child process with a two-team teams file (team
+  ``beta`` has a small quota), the credit-balance poller at 1 s, a circuit
+  breaker that opens after three failures for two seconds, and a half-second
+  header deadline;
 - ``prometheus`` scraping that gateway every second as job ``clearout-gateway``
   (what the rules' ``up{job=~".*clearout-gateway.*"}`` expects), with the
   committed alert rules loaded;
@@ -20,6 +23,11 @@ fixture) runs the whole stack for real:
   not-found lookups, a bulk upload and its progress, traffic for both teams,
   lookups and bursts that exceed team ``beta``'s quota, and one lookup made
   while Redis is stopped (the only way ``store_errors_total`` gets a series);
+- before those phases, the resilience traffic: a caller hanging up on a slow
+  lookup (a 499), a raw socket sending half a request head (closed at the
+  header deadline), and three 503s on the balance poll (a GET: retried
+  twice, then the breaker opens, Prometheus scrapes it open, and the next
+  poll after two seconds is the probe that closes it);
 - then it waits until Prometheus scraped three times after the last request
   and evaluates everything at once while the stack is still up.
 
@@ -62,13 +70,16 @@ import re
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.sandbox import Sandbox, SandboxConfig
 from tests.conftest import UPSTREAM_TOKEN
@@ -97,6 +108,16 @@ BAD_KEY = "live-unknown-key"
 # Team beta's quota: two found lookups (4 credits each) a day, 5 requests/s.
 BETA_QUOTA = {"credits_per_day": 8, "requests_per_second": 5}
 QUOTA_METRIC_PREFIX = "clearout_gateway_quota_"
+# A request that hangs must fail the scenario in seconds, not after aiohttp's
+# default five minutes.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+# Resilience settings small enough for the scenario to trip them: the balance
+# poll's three attempts (one call, two retries) open the breaker.
+BREAKER_FAILURES = 3
+BREAKER_OPEN_SECONDS = 2.0
+HEADER_TIMEOUT_SECONDS = 0.5
+GETCREDITS = "/v2/email_verify/getcredits"
+CIRCUIT_OPEN = "clearout_gateway_upstream_circuit_open"
 
 
 dashboard = load_dashboard_module()
@@ -267,6 +288,7 @@ class Snapshot:
     x_cache: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     exported: list[str] = field(default_factory=list)
+    resilience: dict[str, float | None] = field(default_factory=dict)
     gateway_log: str = ""
     seconds: float = 0.0
 
@@ -277,8 +299,31 @@ class Snapshot:
         return (
             f"metrics Prometheus holds: {', '.join(self.exported)}\n"
             f"responses: {dict(self.statuses)}, X-Cache: {dict(self.x_cache)}\n"
+            f"resilience traffic in Prometheus: {self.resilience}\n"
             f"gateway log tail:\n{self.gateway_log}"
         )
+
+
+@dataclass
+class Faults:
+    """Answers the upstream gives before the sandbox sees the request, by path.
+
+    ``script[path]`` is a list of statuses, used up one per request; an empty
+    or missing list lets the request through to the sandbox. The sandbox
+    itself cannot fail a GET, which is what the retry and breaker paths need.
+    """
+
+    script: dict[str, list[int]] = field(default_factory=dict)
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        queued = self.script.get(request.path)
+        if queued:
+            return web.Response(status=queued.pop(0))
+        response: web.StreamResponse = await handler(request)
+        return response
 
 
 class Traffic:
@@ -380,6 +425,68 @@ async def _bulk(traffic: Traffic, tmp: Path) -> None:
     assert (await traffic.send("GET", path, KEYS["alpha"]))[0] == 200
 
 
+async def _gateway_sample(traffic: Traffic, name: str, **labels: str) -> float | None:
+    """The sum of the gateway's own ``/metrics`` samples of ``name`` with ``labels``."""
+    async with traffic.session.get(traffic.base + "/metrics") as resp:
+        text = await resp.text()
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    return sum(values) if values else None
+
+
+async def _wait_sample(
+    traffic: Traffic, name: str, wanted: Callable[[float | None], bool], **labels: str
+) -> None:
+    deadline = time.monotonic() + 10
+    while not wanted(value := await _gateway_sample(traffic, name, **labels)):
+        assert time.monotonic() < deadline, f"{name}{labels} stuck at {value}"
+        await asyncio.sleep(0.1)
+
+
+async def _hang_up(traffic: Traffic) -> None:
+    """A caller leaves a slow lookup; the gateway finishes it and counts a 499."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await traffic.lookup("alpha", "Hana Hangup", "slow.test")
+    requests = "clearout_gateway_requests_total"
+    await _wait_sample(traffic, requests, lambda value: bool(value), status="499")
+
+
+async def _slow_head(port: int) -> None:
+    """Half a request head, then silence: the gateway closes it at its header deadline."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")
+        await writer.drain()
+        async with asyncio.timeout(HEADER_TIMEOUT_SECONDS * 20):
+            await reader.read()  # until the gateway closes the connection
+    finally:
+        writer.close()
+
+
+async def _breaker_flap(traffic: Traffic, faults: Faults, prom: PrometheusServer) -> None:
+    """The balance poll meets 503s until the breaker opens; a later poll closes it."""
+    faults.script[GETCREDITS] = [503] * BREAKER_FAILURES
+    await _wait_sample(traffic, CIRCUIT_OPEN, lambda value: value == 1)
+    # Prometheus must hold an "open" sample, or the panel never shows one.
+    await _wait_scrapes_after(prom, time.time(), 1)
+    await _wait_sample(traffic, CIRCUIT_OPEN, lambda value: value == 0)
+    assert not faults.script[GETCREDITS], "the poller did not use up the scripted 503s"
+
+
+async def _resilience(
+    traffic: Traffic, faults: Faults, prom: PrometheusServer, gateway_port: int
+) -> None:
+    # The hang-up's lookup must not meet an open breaker (it would be answered
+    # at once, before the caller leaves), nor close it early by succeeding.
+    await asyncio.gather(_hang_up(traffic), _slow_head(gateway_port))
+    await _breaker_flap(traffic, faults, prom)
+
+
 async def _phase(traffic: Traffic, phase: int, tmp: Path) -> None:
     """A round of every kind of traffic; names differ per phase so misses recur."""
     suffix = ("", " Second")[phase - 1]
@@ -424,48 +531,70 @@ async def _phase(traffic: Traffic, phase: int, tmp: Path) -> None:
     await traffic.together(12, "beta", name, domain)
 
 
-async def _evaluate(prom: PrometheusServer, snapshot: Snapshot) -> None:
-    async def run(kind: str, source: str, expr: str) -> None:
-        check = Check(kind, source, expr)
-        try:
-            result = await _query(prom, expr)
-        except PrometheusError as exc:
-            check.error = str(exc)
-        else:
-            check.series = len(result)
-            check.numbers = sum(math.isfinite(float(item["value"][1])) for item in result)
-        snapshot.checks.append(check)
+async def _check(prom: PrometheusServer, kind: str, source: str, expr: str) -> Check:
+    check = Check(kind, source, expr)
+    try:
+        result = await _query(prom, expr)
+    except PrometheusError as exc:
+        check.error = str(exc)
+    else:
+        check.series = len(result)
+        check.numbers = sum(math.isfinite(float(item["value"][1])) for item in result)
+    return check
 
+
+async def _query_checks(prom: PrometheusServer) -> list[Check]:
+    """Every panel, annotation and alert query, alert values, then each selector once."""
     document = json.loads(DASHBOARD_JSON.read_text(encoding="utf-8"))
+    checks: list[Check] = []
     selectors: dict[str, str] = {}  # selector -> where it first occurs
 
-    def remember(expr: str, source: str) -> None:
-        for selector in metric_selectors(expr):
-            selectors.setdefault(selector, source)
+    async def run(kind: str, source: str, expr: str, where: str | None = None) -> None:
+        checks.append(await _check(prom, kind, source, expr))
+        if where is not None:
+            for selector in metric_selectors(expr):
+                selectors.setdefault(selector, where)
 
     for title, expr in dashboard.panel_queries(document, VARIABLES):
-        await run("panel", title, expr)
-        remember(expr, f"panel {title!r}")
+        await run("panel", title, expr, f"panel {title!r}")
     for name, expr in dashboard.annotation_queries(document, VARIABLES):
-        await run("annotation", name, expr)
-        remember(expr, f"annotation {name!r}")
+        await run("annotation", name, expr, f"annotation {name!r}")
     for name, expr in rule_expressions(RULES):
-        await run("alert", name, expr)
+        await run("alert", name, expr, f"alert {name}")
         for value in condition_values(expr):
             await run("alert value", name, value)
-        remember(expr, f"alert {name}")
     for selector, source in selectors.items():
         await run("selector", source, selector)
+    return checks
 
+
+async def _rule_health(prom: PrometheusServer) -> dict[str, str]:
+    health: dict[str, str] = {}
     groups = (await asyncio.to_thread(prom.api, "rules", type="alert"))["groups"]
-    for group in groups:
-        for rule in group["rules"]:
-            health = rule.get("health", "?")
-            if rule.get("lastError"):
-                health += f": {rule['lastError']}"
-            snapshot.rule_health[rule["name"]] = health
+    for rule in (rule for group in groups for rule in group["rules"]):
+        state = rule.get("health", "?")
+        health[rule["name"]] = f"{state}: {rule['lastError']}" if rule.get("lastError") else state
+    return health
+
+
+# What the resilience traffic must have left in Prometheus (see _resilience).
+RESILIENCE_QUERIES = {
+    "breaker seen open": f"max_over_time({CIRCUIT_OPEN}[5m])",
+    "breaker now": f"max({CIRCUIT_OPEN})",
+    "getcredits retries": 'sum(clearout_gateway_upstream_retries_total{route="getcredits"})',
+    "header timeouts": 'sum(clearout_gateway_connections_closed_total{reason="header_timeout"})',
+    "hang-ups": 'sum(clearout_gateway_requests_total{status="499"})',
+}
+
+
+async def _evaluate(prom: PrometheusServer, snapshot: Snapshot) -> None:
+    snapshot.checks = await _query_checks(prom)
+    snapshot.rule_health = await _rule_health(prom)
     names = await _query(prom, 'count by (__name__) ({__name__=~"clearout_gateway_.*"})')
     snapshot.exported = sorted(item["metric"]["__name__"] for item in names)
+    for label, expr in RESILIENCE_QUERIES.items():
+        result = await _query(prom, expr)
+        snapshot.resilience[label] = float(result[0]["value"][1]) if result else None
 
 
 async def _scenario(tmp: Path) -> Snapshot:
@@ -477,7 +606,10 @@ async def _scenario(tmp: Path) -> Snapshot:
             spool_dir=tmp,
         )
     )  # fmt: skip
-    upstream = TestServer(sandbox.make_app(), host="127.0.0.1")
+    faults = Faults()
+    upstream_app = sandbox.make_app()
+    upstream_app.middlewares.append(faults.middleware)
+    upstream = TestServer(upstream_app, host="127.0.0.1")
     await upstream.start_server()
     redis = RedisServer(tmp)
     gateway: GatewayProcess | None = None
@@ -496,6 +628,10 @@ async def _scenario(tmp: Path) -> Snapshot:
                 # Team alpha's lookup during the Redis outage must not be refused
                 # for a store error; the deny policy is another test's business.
                 "GATEWAY_QUOTA_ON_STORE_ERROR": "allow",
+                "GATEWAY_UPSTREAM_RETRIES": "2",
+                "GATEWAY_BREAKER_FAILURES": str(BREAKER_FAILURES),
+                "GATEWAY_BREAKER_OPEN_SECONDS": str(BREAKER_OPEN_SECONDS),
+                "GATEWAY_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
             },
             tmp,
         )
@@ -506,9 +642,10 @@ async def _scenario(tmp: Path) -> Snapshot:
             try:
                 await asyncio.to_thread(gateway.start)
                 await asyncio.to_thread(prom.wait_target_up, 20.0, JOB)
-                async with aiohttp.ClientSession() as session:
+                async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT) as session:
                     traffic = Traffic(session, gateway.url, snapshot)
                     await _redis_outage(traffic, redis)
+                    await _resilience(traffic, faults, prom, gateway.port)
                     await _phase(traffic, 1, tmp)
                     await _wait_scrapes_after(prom, time.time(), 1)
                     await _phase(traffic, 2, tmp)
@@ -574,6 +711,17 @@ def test_the_traffic_reached_every_path(live: Snapshot) -> None:
     assert {"MISS", "HIT", "COALESCED", "BYPASS"} <= set(live.x_cache), live.context()
     assert {200, 400, 401, 402, 404, 429, 503, 524} <= set(live.statuses), live.context()
     assert live.seconds < 60, f"scenario took {live.seconds:.1f} s"
+
+
+def test_the_resilience_traffic_moved_the_new_metrics(live: Snapshot) -> None:
+    """Prometheus saw the breaker open and close, retries, a header timeout and a 499."""
+    seen = live.resilience
+    assert seen["breaker seen open"] == 1, live.context()
+    assert seen["breaker now"] == 0, live.context()
+    # One poll: the call and two retries, all 503, opened the breaker.
+    assert seen["getcredits retries"] == BREAKER_FAILURES - 1, live.context()
+    assert (seen["header timeouts"] or 0) >= 1, live.context()
+    assert (seen["hang-ups"] or 0) >= 1, live.context()
 
 
 def test_every_query_parses(live: Snapshot) -> None:

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from gateway.errors import UpstreamTimeout
 from gateway.store import STORE_ERRORS, StoreGuard
-from gateway.tasks import Tasks, cancelling
+from gateway.tasks import Tasks
 
 log = structlog.get_logger("gateway.lookup.singleflight")
 
@@ -47,6 +47,8 @@ C = TypeVar("C")
 LOCK_PREFIX = "cgw:sf:lock:"
 DONE_PREFIX = "cgw:sf:done:"
 POLL_SECONDS = 0.25
+# How long a finished leader waits for its renewer's last command.
+RENEWER_STOP_SECONDS = 1.0
 
 # Delete the lock only if we still own it (it may have expired and been
 # taken by another leader).
@@ -187,16 +189,26 @@ class SingleFlight(Generic[T, C]):
         """Run `fetch` holding the lease, renewing it until the answer is in."""
         if not token:  # Redis unusable: lead without a lease
             return await fetch()
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(key, token, done))
         try:
-            async with cancelling(asyncio.create_task(self._renew(key, token))):
-                return await fetch()
+            return await fetch()
         finally:
+            # Stopped by an event, not by cancel(): redis-py can lose a
+            # cancellation that lands while a command is in flight, and
+            # awaiting such a task would hang the leader for good.
+            done.set()
+            await asyncio.wait({renewer}, timeout=RENEWER_STOP_SECONDS)
+            if not renewer.done():
+                renewer.cancel()
             await self._release(key, token)
             await self._announce(key)
 
-    async def _renew(self, key: str, token: str) -> None:
-        while True:
-            await asyncio.sleep(self._lease_ms / 3000)
+    async def _renew(self, key: str, token: str, done: asyncio.Event) -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._lease_ms / 3000)
+                return
             try:
                 kept = await self._renew_script(
                     keys=[LOCK_PREFIX + key], args=[token, self._lease_ms]
