@@ -2,11 +2,14 @@
 
 No Docker engine is needed: the Dockerfile is parsed into stages and
 instructions and checked statically, and the HEALTHCHECK command is run
-against a loopback HTTP server. What is pinned: an exact base image version,
-a builder stage that keeps compilers out of the final image, a numeric
-non-root user matching the Helm chart's runAsUser, exec-form
-ENTRYPOINT/CMD running `clearout-gateway serve`, no secret-looking build
-arguments or environment, and a build context without history or tests.
+against a loopback HTTP server (tests/test_container.py builds and runs the
+real image with podman). What is pinned: an exact base image version behind a
+BASE_IMAGE build argument that both stages use (so CI can build on a
+debootstrapped Debian), locked wheels only and no compiler anywhere, a numeric
+non-root user matching the Helm chart's runAsUser, exec-form ENTRYPOINT/CMD
+running `clearout-gateway serve`, nothing that only the official Python image
+has, no secret-looking build arguments or environment, and a build context
+without history or tests.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CHART_VALUES = ROOT / "helm" / "clearout-gateway" / "values.yaml"
 
+ARG_REFERENCE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 COMPILERS = re.compile(
     r"(?<![\w-])(gcc|g\+\+|clang|cc|c\+\+|build-essential|make|cmake|[\w.+]+-dev)(?![\w-])"
 )
@@ -84,16 +88,47 @@ def parse_instructions(text: str) -> list[Instruction]:
     return instructions
 
 
-def parse_stages(text: str) -> list[Stage]:
-    stages: list[Stage] = []
+def global_args(text: str) -> dict[str, str]:
+    """`ARG NAME=default` lines before the first FROM: what FROM lines may refer to."""
+    found: dict[str, str] = {}
     for instruction in parse_instructions(text):
         if instruction.keyword == "FROM":
+            break
+        assert instruction.keyword == "ARG", (
+            f"line {instruction.line}: only ARG may come before the first FROM"
+        )
+        name, _, default = instruction.args.partition("=")
+        found[name.strip()] = default.strip().strip('"')
+    return found
+
+
+def expand_args(value: str, args: dict[str, str]) -> str:
+    """`${NAME}` / `$NAME` replaced by the global ARG's default, as a plain build does."""
+
+    def default(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        assert name in args, f"{value}: ${name} is not a global ARG"
+        return args[name]
+
+    return ARG_REFERENCE.sub(default, value)
+
+
+def parse_stages(text: str) -> list[Stage]:
+    """Stages, with each FROM's base written as in the file (`${BASE_IMAGE}` unexpanded)."""
+    stages: list[Stage] = []
+    started = False
+    for instruction in parse_instructions(text):
+        if instruction.keyword == "FROM":
+            started = True
             words = [w for w in instruction.args.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             assert len(words) in (1, 3), f"line {instruction.line}: unexpected FROM form"
             stages.append(Stage(base=words[0], name=name, line=instruction.line))
+        elif not started:
+            assert instruction.keyword == "ARG", (
+                f"line {instruction.line}: {instruction.keyword} before FROM"
+            )
         else:
-            assert stages, f"line {instruction.line}: {instruction.keyword} before FROM"
             stages[-1].instructions.append(instruction)
     return stages
 
@@ -117,6 +152,11 @@ def exec_form(instruction: Instruction | None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def build_args() -> dict[str, str]:
+    return global_args(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
 def stages() -> list[Stage]:
     found = parse_stages(DOCKERFILE.read_text(encoding="utf-8"))
     assert found, "Dockerfile has no FROM"
@@ -135,13 +175,15 @@ def stage_names(stages: list[Stage]) -> set[str]:
 # --- base images and stages -------------------------------------------------
 
 
-def test_base_images_are_pinned_to_an_exact_version(stages: list[Stage]) -> None:
-    """Every external base is `python:3.11.<patch>-slim...`: no latest, no bare major."""
+def test_base_images_are_pinned_to_an_exact_version(
+    stages: list[Stage], build_args: dict[str, str]
+) -> None:
+    """Every external base is `python:3.11.<patch>-slim...` by default: no latest, no bare major."""
     earlier: set[str] = set()
     for stage in stages:
         if stage.base in earlier:
             continue  # FROM <earlier stage> is not an external image
-        image, _, digest = stage.base.partition("@")
+        image, _, digest = expand_args(stage.base, build_args).partition("@")
         repository, sep, tag = image.rpartition(":")
         assert sep and repository, f"line {stage.line}: {stage.base} has no tag"
         assert tag != "latest"
@@ -183,11 +225,48 @@ def test_builder_and_final_share_a_base(stages: list[Stage]) -> None:
     assert len(external) == 1, external
 
 
-def test_no_compilers_in_the_final_stage(final: Stage) -> None:
-    """gcc, build-essential, make, *-dev packages may appear in the builder only."""
-    for run in final.all("RUN"):
-        found = COMPILERS.findall(run.args)
-        assert not found, f"line {run.line}: final stage installs {found}"
+def test_base_image_is_a_build_argument(stages: list[Stage], build_args: dict[str, str]) -> None:
+    """`ARG BASE_IMAGE=<the official image>`, used by every stage, so CI can swap the base."""
+    assert build_args["BASE_IMAGE"].startswith("python:3.11.")
+    external = [stage for stage in stages if stage.base not in stage_names(stages)]
+    assert {stage.base for stage in external} == {"${BASE_IMAGE}"}
+
+
+def test_nothing_depends_on_the_official_image_layout(stages: list[Stage]) -> None:
+    """Debian's python3 lives in /usr/bin, the official one in /usr/local/bin: name neither.
+
+    `python` (without the 3) exists only in the official image and in the venv.
+    """
+    for stage in stages:
+        for instruction in stage.instructions:
+            assert "/usr/local/bin/python" not in instruction.args, f"line {instruction.line}"
+    for run in [run for stage in stages for run in stage.all("RUN")]:
+        assert not re.search(r"(?<![\w/.-])python(?![\w.-])", run.args), (
+            f"line {run.line}: call python3, which every base image has"
+        )
+
+
+def test_no_compilers_or_system_packages_in_any_stage(stages: list[Stage]) -> None:
+    """Every dependency is a locked wheel: neither stage installs a compiler or apt packages."""
+    for stage in stages:
+        for run in stage.all("RUN"):
+            found = COMPILERS.findall(run.args)
+            assert not found, f"line {run.line}: installs {found}"
+            assert "apt-get" not in run.args and "apk " not in run.args, (
+                f"line {run.line}: system packages make the build depend on the base's distro"
+            )
+
+
+def test_dependencies_come_from_the_lock_as_wheels(stages: list[Stage]) -> None:
+    """requirements.lock with --require-hashes --no-deps, binary only; the package without deps."""
+    runs = [run.args for stage in stages[:-1] for run in stage.all("RUN")]
+    lock = [r for r in runs if "requirements.lock" in r]
+    assert len(lock) == 1, lock
+    for flag in ("--require-hashes", "--no-deps", "--only-binary=:all:"):
+        assert flag in lock[0], f"the lock install lacks {flag}"
+    package = [r for r in runs if re.search(r"pip install [^&]*(?<![\w/-])\.(?![\w/])", r)]
+    assert package and "--no-deps" in package[0], "the gateway itself must not resolve again"
+    assert any("pip check" in r for r in runs), "the builder proves the dependency set complete"
 
 
 # --- the running container ----------------------------------------------------
@@ -277,7 +356,7 @@ def health_server(status: int) -> Iterator[int]:
 def test_healthcheck_uses_python_urllib_against_healthz(final: Stage) -> None:
     """Slim images have no curl: the check is python + urllib on 127.0.0.1:8080/healthz."""
     argv = healthcheck_command(final)
-    assert argv[0] in ("python", "python3")
+    assert argv[0] == "python3", "python3 exists in every base image; python does not"
     script = " ".join(argv)
     assert "urllib" in script and "/healthz" in script and "127.0.0.1" in script
     assert "8080" in script
@@ -321,7 +400,17 @@ def ignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_history_tests_and_tooling_out() -> None:
     """.git, tests, bench, .ci, helm, grafana, virtualenvs and caches are not sent."""
     patterns = ignore_patterns()
-    for path in (".git", "tests", "bench", ".ci", "helm", "grafana", ".venv", "venv"):
+    for path in (
+        ".git",
+        "tests",
+        "bench",
+        ".ci",
+        "helm",
+        "grafana",
+        ".venv",
+        ".venv-tools",
+        "venv",
+    ):
         assert ignored(path, patterns), f"{path} is part of the build context"
     assert ignored("gateway/__pycache__", patterns)
     assert ignored(".pytest_cache", patterns)

@@ -3,7 +3,10 @@
 Renders `helm/clearout-gateway` with Helm's own library (helm-python-sdk, no
 helm binary, no cluster) for the default values and for every
 `ci/*-values.yaml`, lints it strictly, and validates each manifest against the
-Kubernetes OpenAPI schemas bundled with kubernetes-validate. Custom resources
+Kubernetes OpenAPI schemas bundled with kubernetes-validate. The chart's
+values.schema.json is applied by Helm's own render (as `helm install` does);
+the tests show it refuses mistyped keys, wrong types and unknown choices, and
+that it declares every key of values.yaml. Custom resources
 (ServiceMonitor, PrometheusRule) have no bundled schema; their structure is
 asserted here instead. The behaviour tests pin what operators rely on: a
 locked-down pod, probes on the contract's paths, pods that roll on config
@@ -20,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -34,6 +38,7 @@ from helm_python import _native  # noqa: E402 - only importable once the skip ab
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "clearout-gateway"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+SCHEMA = CHART / "values.schema.json"
 RELEASE = "gw"
 NAMESPACE = "email"
 FULLNAME = f"{RELEASE}-clearout-gateway"
@@ -174,6 +179,17 @@ def mount_path(docs: list[dict[str, Any]], volume_name: str) -> str:
     assert len(mounts) == 1, f"expected one mount of {volume_name}"
     path: str = mounts[0]["mountPath"]
     return path
+
+
+def credential_files(docs: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Mounted credential file path -> (Secret name, key) of the projected volume."""
+    credentials = volume(docs, "credentials")["projected"]
+    directory = mount_path(docs, "credentials")
+    return {
+        f"{directory}/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in credentials["sources"]
+        for item in source["secret"]["items"]
+    }
 
 
 def checksum(docs: list[dict[str, Any]]) -> str:
@@ -352,9 +368,16 @@ def check_existing_secret(docs: list[dict[str, Any]]) -> None:
     assert of_kind(docs, "Secret") == [], "existing Secrets must not be duplicated by the chart"
     sources = volume(docs, "credentials")["projected"]["sources"]
     refs = {(s["secret"]["name"], s["secret"]["items"][0]["key"]) for s in sources}
-    assert refs == {("clearout-credentials", "api-token"), ("gateway-admin", "token")}
-    redis_url = env(docs)["GATEWAY_REDIS_URL"]
-    assert redis_url["valueFrom"]["secretKeyRef"] == {"name": "gateway-redis", "key": "redis-url"}
+    assert refs == {
+        ("clearout-credentials", "api-token"),
+        ("gateway-admin", "token"),
+        ("gateway-redis", "redis-url"),
+    }
+    # The Redis URL (password included) is a mounted file, like the tokens.
+    variables = env(docs)
+    redis_file = variables["GATEWAY_REDIS_URL_FILE"]["value"]
+    assert credential_files(docs)[redis_file] == ("gateway-redis", "redis-url")
+    assert "GATEWAY_REDIS_URL" not in variables
     assert "GATEWAY_REDIS_URL" not in settings_configmap(docs)
     annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/secret" not in annotations
@@ -382,10 +405,19 @@ def check_redis_sentinel(docs: list[dict[str, Any]]) -> None:
     assert data["GATEWAY_REDIS_SENTINEL_MASTER"] == "mymaster"
     sentinels = data["GATEWAY_REDIS_SENTINELS"].split(",")
     assert len(sentinels) == 3 and all(s.endswith(":26379") for s in sentinels)
-    assert env(docs)["GATEWAY_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "gateway-redis"
+    redis_file = env(docs)["GATEWAY_REDIS_URL_FILE"]["value"]
+    assert credential_files(docs)[redis_file] == ("gateway-redis", "redis-url")
     assert of_kind(docs, "PodDisruptionBudget"), "two replicas get a PDB by default"
     egress = one(docs, "NetworkPolicy")["spec"]["egress"]
     assert 26379 in {p["port"] for rule in egress for p in rule["ports"]}
+
+
+def check_image_digest(docs: list[dict[str, Any]]) -> None:
+    digest = "sha256:" + "0123456789abcdef" * 4
+    image = container(docs)["image"]
+    assert image == f"registry.example.com/platform/clearout-gateway@{digest}"
+    # The tag still labels the objects; the digest alone picks the image.
+    assert one(docs, "Deployment")["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.0"
 
 
 FEATURE_CHECKS = {
@@ -398,6 +430,7 @@ FEATURE_CHECKS = {
     "sandbox": check_sandbox,
     "separate-metrics-port": check_separate_metrics_port,
     "redis-sentinel": check_redis_sentinel,
+    "image-digest": check_image_digest,
 }
 
 
@@ -463,6 +496,13 @@ def test_probes_use_contract_paths_on_named_port(chart: Any) -> None:
     assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in gateway["ports"]
     assert env(docs)["GATEWAY_PORT"]["value"] == "8080"
     assert gateway["args"] == ["serve"]
+
+
+def test_image_is_pulled_always_by_default(chart: Any) -> None:
+    """pullPolicy Always: a node's cached private image is never used without credentials."""
+    assert container(render(chart))["imagePullPolicy"] == "Always"
+    local = render(chart, {"image": {"pullPolicy": "IfNotPresent"}})
+    assert container(local)["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_image_tag_defaults_to_app_version(chart: Any) -> None:
@@ -545,17 +585,12 @@ def test_tokens_only_travel_as_secret_files(chart: Any) -> None:
     assert "CLEAROUT_API_TOKEN" not in variables
     assert "GATEWAY_ADMIN_TOKEN" not in variables
     for item in variables.values():
-        assert "secretKeyRef" not in item.get("valueFrom", {}) or item["name"] == (
-            "GATEWAY_REDIS_URL"
-        ), f"{item['name']} carries a secret as an environment value"
+        assert "secretKeyRef" not in item.get("valueFrom", {}), (
+            f"{item['name']} carries a secret as an environment value"
+        )
 
     credentials = volume(docs, "credentials")["projected"]
-    directory = mount_path(docs, "credentials")
-    files = {
-        f"{directory}/{item['path']}": (source["secret"]["name"], item["key"])
-        for source in credentials["sources"]
-        for item in source["secret"]["items"]
-    }
+    files = credential_files(docs)
     assert files[variables["CLEAROUT_API_TOKEN_FILE"]["value"]] == (
         secret["metadata"]["name"],
         "upstream-token",
@@ -622,10 +657,21 @@ def test_replicas_spread_over_hosts_and_zones(chart: Any) -> None:
 
 
 def test_redis_url_secret_keeps_password_out_of_configmap(chart: Any) -> None:
-    """A plain redis.url goes to the ConfigMap; redis.existingSecret goes through secretKeyRef."""
+    """A plain redis.url goes to the ConfigMap; redis.existingSecret is a mounted file."""
     plain = render(chart, {"redis": {"url": "redis://cache:6379/0"}})
     assert settings_configmap(plain)["GATEWAY_REDIS_URL"] == "redis://cache:6379/0"
     assert "GATEWAY_REDIS_URL" not in env(plain)
+    assert "GATEWAY_REDIS_URL_FILE" not in env(plain)
+    assert all(v["name"] != "credentials" for v in pod_spec(plain)["volumes"])
+
+    # A Redis Secret alone (sandbox: no token) still gets the credentials volume.
+    secret = render(chart, {"sandbox": {"enabled": True}, "redis": {"existingSecret": "r"}})
+    path = env(secret)["GATEWAY_REDIS_URL_FILE"]["value"]
+    assert credential_files(secret) == {path: ("r", "redis-url")}
+    assert "GATEWAY_REDIS_URL" not in settings_configmap(secret)
+    assert "GATEWAY_REDIS_URL" not in env(secret)
+    keyed = render(chart, {"redis": {"existingSecret": "r", "existingSecretKey": "url"}})
+    assert set(credential_files(keyed).values()) == {("r", "url")}
     with pytest.raises(helm.HelmError, match=r"only one of redis\.url and redis\.existingSecret"):
         render(chart, {"redis": {"url": "redis://cache:6379/0", "existingSecret": "s"}})
 
@@ -677,3 +723,127 @@ def test_notes_warn_when_gateway_cannot_start(chart: Any) -> None:
     assert "no upstream token is configured" in notes(chart)
     assert "no upstream token" not in notes(chart, {"upstream": {"existingSecret": "up"}})
     assert "SANDBOX MODE" in notes(chart, {"sandbox": {"enabled": True}})
+
+
+# --- values.schema.json ---------------------------------------------------------
+
+
+def values_schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    return loaded
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing for plain values: maps merge key by key, the rest replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_schema_is_draft7_and_accepts_every_values_set() -> None:
+    """A valid draft-07 schema (what Helm reads) that the defaults and every ci file pass."""
+    schema = values_schema()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    for path in [None, *CI_VALUES]:
+        values = merged(defaults, load_values(path))
+        errors = [
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(values)
+        ]
+        assert errors == [], f"{path.name if path else 'values.yaml'}: {errors}"
+
+
+def schema_node(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["definitions"][node["$ref"].removeprefix("#/definitions/")]
+    return node
+
+
+def undeclared_keys(
+    schema: dict[str, Any], node: dict[str, Any], value: Any, where: str
+) -> Iterable[str]:
+    node = schema_node(schema, node)
+    if not isinstance(value, dict) or "properties" not in node:
+        return  # a scalar, a list, or a map passed through to Kubernetes as written
+    for key, item in value.items():
+        if key not in node["properties"]:
+            yield f"{where}{key}"
+        else:
+            yield from undeclared_keys(schema, node["properties"][key], item, f"{where}{key}.")
+
+
+def test_schema_declares_every_key_of_values_yaml() -> None:
+    """Each key of values.yaml has a declaration (its type, enum or shape) in the schema."""
+    schema = values_schema()
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert list(undeclared_keys(schema, schema, defaults, "")) == []
+    assert set(schema["properties"]) - {"global"} == set(defaults), "schema declares no extra key"
+
+
+REFUSED_VALUES = [
+    pytest.param({"replicas": 2}, "replicas", id="mistyped-top-level-key"),
+    pytest.param({"config": {"logformat": "console"}}, "logformat", id="mistyped-setting"),
+    pytest.param({"redis": {"existingSecretName": "r"}}, "existingSecretName", id="mistyped-redis"),
+    pytest.param(
+        {"teams": [{"name": "growth", "key_sha256": ["ab" * 32], "quotas": {}}]},
+        "quotas",
+        id="mistyped-team-key",
+    ),
+    pytest.param(
+        {"livenessProbe": {"httpGet": {"path": "/"}}}, "httpGet", id="probe-path-is-fixed"
+    ),
+    pytest.param({"replicaCount": "2"}, "replicaCount", id="string-for-integer"),
+    pytest.param({"sandbox": {"enabled": "yes"}}, "enabled", id="string-for-boolean"),
+    pytest.param({"config": {"drainDelaySeconds": -1}}, "drainDelaySeconds", id="negative"),
+    pytest.param({"config": {"upstreamRpm": 0}}, "upstreamRpm", id="zero-rpm"),
+    pytest.param({"config": {"logFormat": "text"}}, "logFormat", id="log-format-choice"),
+    pytest.param({"redis": {"mode": "replication"}}, "mode", id="redis-mode-choice"),
+    pytest.param({"image": {"pullPolicy": "always"}}, "pullPolicy", id="pull-policy-choice"),
+    pytest.param({"image": {"digest": "1234"}}, "digest", id="digest-shape"),
+    pytest.param(
+        {"teams": [{"name": "Growth Team", "key_sha256": ["ab" * 32]}]}, "name", id="team-name"
+    ),
+    pytest.param({"teams": [{"name": "growth", "key_sha256": ["ab"]}]}, "key_sha256", id="digest"),
+    pytest.param({"redis": {"sentinels": ["cache-redis"]}}, "sentinels", id="sentinel-no-port"),
+    pytest.param({"resources": {"limits": {"memory": "lots"}}}, "memory", id="quantity"),
+]
+
+
+@pytest.mark.parametrize(("values", "key"), REFUSED_VALUES)
+def test_schema_refuses_bad_values(chart: Any, values: dict[str, Any], key: str) -> None:
+    """Helm refuses to render (and lint fails) for a mistyped key, a wrong type or choice."""
+    with pytest.raises(helm.HelmError, match="schema") as refused:
+        render(chart, values)
+    assert key in str(refused.value)
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert any(key in error for error in report["errors"]), report["errors"]
+
+
+ACCEPTED_VALUES = [
+    pytest.param({"config": {"upstreamRpm": 600, "drainDelaySeconds": 2.5}}, id="numbers"),
+    pytest.param({"teams": [{"name": "g", "key_sha256": "AB" * 32}]}, id="one-digest-string"),
+    pytest.param(
+        {
+            "teams": [
+                {"name": "g", "key_sha256": ["ab" * 32], "quota": {"requests_per_second": 0.5}}
+            ]
+        },
+        id="fractional-rate",
+    ),
+    pytest.param({"podDisruptionBudget": {"enabled": True, "minAvailable": "50%"}}, id="percent"),
+    pytest.param({"resources": {"limits": {"cpu": 2, "memory": "1Gi"}}}, id="quantities"),
+    pytest.param({"global": {"imageRegistry": "registry.example.com"}}, id="parent-globals"),
+    pytest.param({"affinity": {"nodeAffinity": {}}, "tolerations": [{"key": "k"}]}, id="k8s"),
+]
+
+
+@pytest.mark.parametrize("values", ACCEPTED_VALUES)
+def test_schema_accepts_valid_values(chart: Any, values: dict[str, Any]) -> None:
+    """Values in every form values.yaml documents render."""
+    assert one(render(chart, values), "Deployment")

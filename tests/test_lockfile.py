@@ -2,9 +2,10 @@
 
 `requirements.lock` (runtime, what the image installs) and
 `requirements-dev.lock` (with the dev extra, what `.ci/test.sh` installs) are
-made by `pip-compile --generate-hashes` from pyproject.toml (the command is
-in each file's header); this test fails when pyproject changes and a lock was
-not made again.
+made by `uv pip compile --universal --generate-hashes` from pyproject.toml
+(the command is in each file's header), and `requirements-build.lock` pins
+its build backend; this test fails when pyproject changes and a lock was not
+made again.
 """
 
 from __future__ import annotations
@@ -51,7 +52,18 @@ def test_every_dependency_is_pinned_within_its_bounds(lock: str, extras: tuple[s
         )
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_build_backend_is_pinned() -> None:
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pinned = pins(ROOT / "requirements-build.lock")
+    for text in backend:
+        requirement = Requirement(text)
+        version = pinned[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), (requirement, version)
+
+
+@pytest.mark.parametrize(
+    "lock", ["requirements.lock", "requirements-dev.lock", "requirements-build.lock"]
+)
 def test_every_pin_carries_a_hash(lock: str) -> None:
     text = (ROOT / lock).read_text()
     entries = re.split(r"\n(?=[A-Za-z0-9._-]+==)", text.split("\n", 6)[-1])
