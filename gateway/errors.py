@@ -20,6 +20,7 @@ carries `X-Gateway-Error: <reason>`.
      ├── RateLimited           429  9201  rate_limited
      ├── UpstreamBusy          429  9202  upstream_rate_limited
      ├── AdminDisabled         404  9300  admin_disabled
+     ├── LinkRefused           403  9301  link_refused       (a result link bad or expired)
      ├── StoreUnavailable      503  9400  store_unavailable
      ├── UpstreamUnavailable   503  9500  upstream_unavailable
      ├── UpstreamTimeout       503  9501  upstream_timeout
@@ -134,6 +135,10 @@ class UpstreamBusy(GatewayError):
 
 class AdminDisabled(GatewayError):
     status, code, reason = 404, 9300, "admin_disabled"
+
+
+class LinkRefused(GatewayError):
+    status, code, reason = 403, 9301, "link_refused"
 
 
 class StoreUnavailable(GatewayError):

@@ -35,6 +35,7 @@ LATENCY_BUCKETS = (
 
 __all__ = ["NO_TEAM", "Metrics"]
 
+BULK_SOURCES = ("cache", "upstream", "duplicate")
 CACHE_RESULTS = ("hit", "miss", "coalesced", "bypass")
 
 
@@ -71,6 +72,9 @@ _METRICS: dict[str, tuple[MetricType, str, str, tuple[str, ...]]] = {
     "connections_closed": (Counter, "clearout_gateway_connections_closed",
         "Client connections the gateway closed itself, by reason.", ("reason",)),
     "ready": (Gauge, "clearout_gateway_ready", "1 when the gateway is ready to serve.", ()),
+    "bulk_rows": (Counter, "clearout_gateway_bulk_rows",
+        "Rows of bulk lists by where their answer came from (cache, upstream, duplicate).",
+        ("team", "source")),
 }  # fmt: skip
 
 
@@ -93,6 +97,7 @@ class Metrics:
     store_errors: Counter = field(init=False)
     connections_closed: Counter = field(init=False)
     ready: Gauge = field(init=False)
+    bulk_rows: Counter = field(init=False)
     hot: HotMetrics = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +135,8 @@ class Metrics:
         """Create a team's credit series at 0, so its first credits show in rate()."""
         self.hot.saved.setdefault(team, 0)
         self.credits_spent.labels(team)
+        for source in BULK_SOURCES:
+            self.bulk_rows.labels(team, source)
 
 
 class HotMetrics(Collector):

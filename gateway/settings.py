@@ -134,6 +134,23 @@ class Settings:
     spool_dir: Path = setting(
         "GATEWAY_SPOOL_DIR", _temp_dir, "where bulk uploads are spooled", "path"
     )
+    public_url: str | None = setting(
+        "GATEWAY_PUBLIC_URL", None,
+        "the gateway's own base URL for result links (else the request's origin)", "url",
+    )  # fmt: skip
+    result_link_secret: str | None = setting(
+        "GATEWAY_RESULT_LINK_SECRET", None,
+        "key signing result links (or a _FILE); unset: derived from the upstream token",
+        "secret", secret=True,
+    )  # fmt: skip
+    result_link_seconds: int = setting(
+        "GATEWAY_RESULT_LINK_SECONDS", 300, "how long a result link works", "integer",
+        minimum=1,
+    )  # fmt: skip
+    bulk_list_ttl: int = setting(
+        "GATEWAY_BULK_LIST_TTL_SECONDS", 7 * 24 * 3600,
+        "how long a gateway list, its files and its result are kept", "integer", minimum=3600,
+    )  # fmt: skip
     drain_delay: float = setting(
         "GATEWAY_DRAIN_DELAY_SECONDS", 5.0,
         "after SIGTERM: not ready, still serving, for this long", "number",
@@ -218,7 +235,8 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Values that must never leave the process (for log redaction)."""
         redis_password = urlsplit(self.redis_url).password if self.redis_url else None
-        return tuple(s for s in (self.api_token, self.admin_token, redis_password) if s)
+        values = (self.api_token, self.admin_token, redis_password, self.result_link_secret)
+        return tuple(s for s in values if s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -48,6 +48,9 @@ class Team:
     name: str
     key_sha256: tuple[str, ...]
     quota: Quota = field(default_factory=Quota)
+    # False: the team's bulk uploads go to Clearout untouched, as with
+    # `X-Gateway-Cache: bypass` (teams file: `bulk_cache: false`).
+    bulk_cache: bool = True
 
 
 def key_bytes(key: str) -> bytes:
@@ -176,9 +179,13 @@ def _parse_team(item: Any, where: str) -> Team:
         if not isinstance(digest, str) or not HEX_DIGEST.match(digest.strip().lower()):
             raise TeamsFileError(f"{where} ({name}): key_sha256 entries must be 64 hex digits")
         normalized.append(digest.strip().lower())
+    bulk_cache = item.get("bulk_cache", True)
+    if not isinstance(bulk_cache, bool):
+        raise TeamsFileError(f"{where} ({name}): bulk_cache must be true or false")
     return Team(
-        name=name, key_sha256=tuple(normalized), quota=_parse_quota(item.get("quota"), where)
-    )
+        name=name, key_sha256=tuple(normalized), quota=_parse_quota(item.get("quota"), where),
+        bulk_cache=bulk_cache,
+    )  # fmt: skip
 
 
 def _parse_quota(raw: Any, where: str) -> Quota:

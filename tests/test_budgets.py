@@ -14,6 +14,7 @@ import math
 import string
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,9 @@ async def test_remaining_credit_headers_on_misses_and_hits(
 async def test_bulk_reserves_per_distinct_row_and_settles_from_the_result(
     make_gateway: GatewayFactory, redis_url: str, sandbox: Sandbox
 ) -> None:
-    alpha = team("alpha", Quota(credits_per_day=40))
+    """A list sent to Clearout whole (the team opts out of the bulk cache) reserves per
+    distinct row and settles from the result file."""
+    alpha = replace(team("alpha", Quota(credits_per_day=40)), bulk_cache=False)
     gateway = await make_gateway(teams=[alpha], redis_url=redis_url)
 
     status, _, body = await upload(gateway, contacts_csv(LIST_ROWS))
@@ -447,8 +450,15 @@ async def test_governor_refuses_at_once_when_upstream_blocks_past_the_deadline(
 async def test_ids_of_one_team_are_invisible_to_another(
     make_gateway: GatewayFactory, redis_url: str, sandbox: Sandbox
 ) -> None:
+    """Queue and list ids of Clearout's own (lists sent whole) are never shown to another team.
+
+    (The gateway's own bulk lists are covered in tests/test_bulk_saver.py.)
+    """
     sandbox.config.queue_seconds = 60  # alpha's lookup stays queued: "running"
-    gateway = await make_gateway(redis_url=redis_url)
+    gateway = await make_gateway(
+        teams=[replace(team(name), bulk_cache=False) for name in ("alpha", "beta")],
+        redis_url=redis_url,
+    )
     status, _, body = await ask(gateway, {"name": "Ann Lee", "domain": "queued.test"})
     assert status == 524
     qid = body["error"]["additional_info"]["queue_id"]

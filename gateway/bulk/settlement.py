@@ -17,8 +17,8 @@ later remove needs no `ignore_result`.)
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +28,11 @@ import structlog
 from gateway.budget.budgets import Budgets
 from gateway.budget.credits import Reservation
 from gateway.bulk import tables
+from gateway.bulk.fetch import FETCH_ERRORS, fetch_result
+from gateway.bulk.harvest import Harvester
+from gateway.bulk.limits import result_limits
+from gateway.bulk.merge import result_kind
 from gateway.bulk.pending import PendingLists
-from gateway.errors import GatewayError
 from gateway.lookup.pricing import Prices, success_data
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -41,15 +44,8 @@ log = structlog.get_logger("gateway.bulk.settlement")
 LIST_RESERVATION_TTL = 30 * 24 * 3600
 
 
-class ResultUnavailable(Exception):
-    """Upstream gave no result link for the list (yet)."""
-
-
 # Why a result file could not be read now (the settlement is tried again later).
-RESULT_ERRORS = (
-    ResultUnavailable, GatewayError, aiohttp.ClientError, OSError, TimeoutError,
-    tables.UnreadableFile,
-)  # fmt: skip
+RESULT_ERRORS = (*FETCH_ERRORS, tables.UnreadableFile)
 
 
 @dataclass
@@ -62,6 +58,9 @@ class ListSettler:
     prices: Prices
     metrics: Metrics
     tasks: Tasks
+    harvester: Harvester
+    # The team whose cache keys a list's rows fill (team scope); "" for shared.
+    owner_of: Callable[[str], str] = lambda _list_id: ""
 
     async def hold(self, list_id: str, reservation: Reservation) -> None:
         # Held even when it reserves nothing (a team without a quota, or the
@@ -104,25 +103,14 @@ class ListSettler:
                 await self.settle(list_id)
 
     async def _count_results(self, list_id: str) -> tuple[int, int]:
-        answer = await self.upstream.call(
-            "download_result", "POST", "/email_finder/download/result",
-            json_body={"list_id": list_id}, timeout=self.settings.upstream_timeout,
-        )  # fmt: skip
-        data = success_data(answer.json())
-        url = data.get("url") if data else None
-        if not isinstance(url, str):
-            raise ResultUnavailable(f"no result link (HTTP {answer.status})")
-        kind: tables.FileKind = "xlsx" if url.split("?")[0].lower().endswith(".xlsx") else "csv"
-        fd, tmp = tempfile.mkstemp(prefix="result-", dir=self.settings.spool_dir)
-        path = Path(tmp)
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.settings.upstream_bulk_timeout)
-            # A presigned link: no Authorization header goes with it.
-            with os.fdopen(fd, "wb") as out:
-                async with self.session.get(url, timeout=timeout) as resp:
-                    resp.raise_for_status()
-                    async for chunk in resp.content.iter_chunked(256 * 1024):
-                        out.write(chunk)
-            return await asyncio.to_thread(tables.count_found, path, kind)
-        finally:
-            path.unlink(missing_ok=True)
+        """(found, role) rows of the list's result file, which also fills the cache."""
+        with tempfile.TemporaryDirectory(dir=self.settings.spool_dir) as work:
+            path = await fetch_result(
+                self.upstream, self.session, self.settings, list_id, Path(work) / "result"
+            )
+            counts = await asyncio.to_thread(
+                tables.count_found, path, result_kind(path), limits=result_limits(self.settings)
+            )
+            harvested = await self.harvester.harvest(path, self.owner_of(list_id))
+            log.info("list_harvested", list_id=list_id, imported=harvested.imported)
+            return counts

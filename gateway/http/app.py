@@ -25,7 +25,14 @@ from gateway.budget.credits_redis import RedisBudget
 from gateway.budget.governor import Governor
 from gateway.budget.ownership import GuardedOwnership, MemoryOwnership, RedisOwnership
 from gateway.budget.rates import GuardedRateLimiter, MemoryRateLimiter, RedisRateLimiter
+from gateway.bulk.actions import ListActions
+from gateway.bulk.blobs import FileBlobs, RedisBlobs
+from gateway.bulk.harvest import Harvester
+from gateway.bulk.limits import result_limits
+from gateway.bulk.links import Links, link_key
+from gateway.bulk.lists import MemoryLists, RedisLists
 from gateway.bulk.pending import MemoryPendingLists, RedisPendingLists
+from gateway.bulk.saver import Saver
 from gateway.bulk.service import BulkLists
 from gateway.bulk.settlement import ListSettler
 from gateway.http import teams_reload
@@ -64,6 +71,8 @@ from gateway.upstream.client import Resilience
 from gateway.upstream.resilience import CircuitBreaker, RetryBudget
 
 log = structlog.get_logger("gateway")
+
+BLOB_SWEEP_SECONDS = 3600.0
 
 
 def load_teams(settings: Settings) -> TeamDirectory:
@@ -193,13 +202,28 @@ def _finder(app: web.Application) -> Finder:
 
 
 def _bulk(app: web.Application) -> BulkLists:
-    settings, redis = app[SETTINGS], app[REDIS]
+    settings, redis, metrics, tasks = app[SETTINGS], app[REDIS], app[METRICS], app[TASKS]
+    prices = Prices.from_settings(settings)
+    cache = app[FINDER].cache
+    harvester = Harvester(cache, prices, result_limits(settings))
+    lists = MemoryLists(settings.bulk_list_ttl) if redis is None else RedisLists(redis)
+    blobs = FileBlobs(settings.spool_dir / "cgw-lists") if redis is None else RedisBlobs(redis)
     pending = MemoryPendingLists() if redis is None else RedisPendingLists(redis)
+    session, upstream, budgets = app[HTTP_SESSION], app[UPSTREAM], app[BUDGETS]
     settler = ListSettler(
-        settings, app[UPSTREAM], app[HTTP_SESSION], pending, app[BUDGETS],
-        Prices.from_settings(settings), app[METRICS], app[TASKS],
+        settings, upstream, session, pending, budgets, prices, metrics, tasks, harvester
+    )
+    saver = Saver(
+        settings, upstream, session, cache, budgets, lists, blobs, harvester, prices, metrics,
+        tasks,
     )  # fmt: skip
-    return BulkLists(settings, app[UPSTREAM], app[BUDGETS], settler)
+    links = Links(
+        link_key(settings.result_link_secret, settings.api_token), settings.result_link_seconds
+    )
+    actions = ListActions(settings, upstream, lists, blobs, saver, links, tasks)
+    return BulkLists(
+        settings, upstream, budgets, settler, saver, actions, lists, blobs, links, harvester
+    )
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -208,8 +232,11 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     poll = settings.queue_poll_interval
     tasks.every(gateway_logging.FLUSH_SECONDS, "log-flush", _flush_logs)
     tasks.every(poll, "queue-poller", lambda: app[FINDER].queue.poll_once(app[UPSTREAM]))
-    tasks.every(poll, "list-settler", lambda: app[BULK].settler.poll_once())
+    tasks.every(poll, "list-poller", app[BULK].poll_once)
     tasks.every(settings.credits_poll_interval, "credits-poller", app[BALANCE].poll_once)
+    blobs = app[BULK].blobs
+    if isinstance(blobs, FileBlobs):
+        tasks.every(BLOB_SWEEP_SECONDS, "blob-sweep", blobs.sweep, first_after=BLOB_SWEEP_SECONDS)
     directory = app[TEAMS]
     if directory.path is not None:
         with contextlib.suppress(OSError):

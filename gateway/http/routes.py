@@ -31,6 +31,8 @@ OPERATOR_ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/admin/cache/purge", admin.purge_cache, "admin"),
     ("GET", "/admin/teams", admin.teams, "admin"),
     ("POST", "/admin/teams/reload", admin.reload, "admin"),
+    ("POST", "/admin/cache/import", admin.import_results, "admin"),
+    ("GET", "/v2/email_finder/results/{list_id}/{filename}", lists.result_file, "result_file"),
 ]
 
 

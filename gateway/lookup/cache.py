@@ -6,8 +6,10 @@ host/port and knows nothing of cluster or sentinel, so the gateway hands it
 the client it already manages (`gateway.store.open_redis`) and never calls
 aiocache's `close` (the app closes that client).  TTLs are passed as floats
 so aiocache uses PSETEX; its integer path calls SETEX, deprecated in redis-py
-8.  Without Redis, layer 2 is a bounded in-process map (`MEMORY_ENTRIES`,
-least recently used out first) with each entry's own TTL.
+8.  Entries are encoded compactly (`gateway.lookup.entries`, through
+aiocache's serializer interface).  Without Redis, layer 2 is a bounded
+in-process map (`MEMORY_ENTRIES`, least recently used out first) with each
+entry's own TTL.
 
 Layer 1 is a bounded in-process map (cachetools) holding entries for at most
 GATEWAY_LOCAL_CACHE_TTL_SECONDS (default 2 s).  A hit served from it costs no
@@ -23,58 +25,40 @@ back.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiocache import RedisCache
 from cachetools import TLRUCache, TTLCache
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.errors import StoreUnavailable
+from gateway.lookup.entries import CachedAnswer, EntrySerializer, decode, encode
 from gateway.lookup.normalize import cache_key
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import STORE_ERRORS, StoreGuard
 
+__all__ = ["KEY_PREFIX", "CachedAnswer", "LookupCache"]
+
 KEY_PREFIX = "cgw:c:"
 MEMORY_ENTRIES = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    """A cacheable upstream success body, replayed verbatim on a hit."""
-
-    body: bytes
-    credits: int
-    found: bool
-
-    def dumps(self) -> str:
-        return json.dumps({"b": self.body.decode(), "c": self.credits, "f": self.found})
-
-    @classmethod
-    def loads(cls, raw: Any) -> CachedAnswer | None:
-        try:
-            item = json.loads(raw) if isinstance(raw, str | bytes) else raw
-            return cls(item["b"].encode(), int(item["c"]), bool(item["f"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None  # a foreign or corrupt value is a miss, never an error
 
 
 class _MemoryBackend:
     """aiocache's get/set/delete over a bounded map: the single-replica layer 2."""
 
     def __init__(self, entries: int) -> None:
-        self._items: TLRUCache[str, tuple[float, Any]] = TLRUCache(
+        self._items: TLRUCache[str, tuple[float, CachedAnswer]] = TLRUCache(
             entries, ttu=lambda _key, value, _now: value[0], timer=time.monotonic
         )
 
-    async def get(self, key: str) -> Any:
+    async def get(self, key: str) -> CachedAnswer | None:
         item = self._items.get(key)
         return None if item is None else item[1]
 
-    async def set(self, key: str, value: Any, ttl: float) -> None:
+    async def set(self, key: str, value: CachedAnswer, ttl: float) -> None:
         self._items[key] = (time.monotonic() + ttl, value)
 
     async def delete(self, key: str) -> int:
@@ -92,15 +76,18 @@ class LookupCache:
         self.guard = StoreGuard(metrics, "cache", fallback="pass-through")
         backend: Any
         if redis is not None:
-            backend = RedisCache(timeout=None)
+            backend = RedisCache(serializer=EntrySerializer(), timeout=None)
             # aiocache built an idle pool of its own; use the app's client instead.
             backend.client = redis
         else:
             backend = _MemoryBackend(MEMORY_ENTRIES)
         self._backend = backend
+        self._redis = redis
 
-    def key(self, team: str, name: str, domain: str) -> str:
-        base = cache_key(name, domain)
+    def key(self, team: str, name: str, domain: str, *, memoized: bool = True) -> str:
+        """The entry's key; `memoized=False` for bulk rows, which would only churn the
+        memo of the instant path's repeated lookups."""
+        base = cache_key(name, domain) if memoized else cache_key.__wrapped__(name, domain)
         if self._settings.cache_scope == "team":
             return f"{KEY_PREFIX}t:{team}:{base}"
         return KEY_PREFIX + base
@@ -119,11 +106,10 @@ class LookupCache:
         if not self.guard.available:
             return None
         try:
-            raw = await self._backend.get(key)
+            answer: CachedAnswer | None = await self._backend.get(key)
         except STORE_ERRORS as exc:  # a store failure degrades to a miss
             self.guard.failed(exc)
             return None
-        answer = CachedAnswer.loads(raw) if raw is not None else None
         if answer is not None and self._l1 is not None:
             self._l1[key] = answer
         return answer
@@ -139,9 +125,47 @@ class LookupCache:
         if not self.guard.available:
             return
         try:
-            await self._backend.set(key, answer.dumps(), ttl=float(ttl or self.ttl_for(answer)))
+            await self._backend.set(key, answer, ttl=float(ttl or self.ttl_for(answer)))
         except STORE_ERRORS as exc:  # the answer still reaches the caller
             self.guard.failed(exc)
+
+    # ---- many at once (bulk rows, harvests, imports) ----------------------------
+    # These skip the in-process layer on purpose: a list of 100 000 people
+    # must not push the hot instant entries out of it.
+
+    async def get_many(self, keys: list[str]) -> list[CachedAnswer | None]:
+        """The entries of `keys` (None where unknown), in one round trip with Redis."""
+        if not keys or not self.guard.available:
+            return [None] * len(keys)
+        try:
+            if self._redis is None:
+                return [await self._backend.get(key) for key in keys]
+            if isinstance(self._redis, RedisCluster):
+                raw = await self._redis.mget_nonatomic(keys)  # keys span slots
+            else:
+                raw = await self._redis.mget(keys)
+        except STORE_ERRORS as exc:
+            self.guard.failed(exc)
+            return [None] * len(keys)
+        return [decode(value) for value in raw]
+
+    async def set_many(self, items: list[tuple[str, CachedAnswer, float]]) -> int:
+        """Store (key, answer, ttl seconds) entries, pipelined; how many were stored."""
+        if not items or not self.guard.available:
+            return 0
+        try:
+            if self._redis is None:
+                for key, answer, ttl in items:
+                    await self._backend.set(key, answer, ttl)
+                return len(items)
+            pipe = self._redis.pipeline(transaction=False)
+            for key, answer, ttl in items:
+                pipe.psetex(key, max(1, int(ttl * 1000)), encode(answer))
+            await pipe.execute()
+        except STORE_ERRORS as exc:
+            self.guard.failed(exc)
+            return 0
+        return len(items)
 
     async def delete(self, keys: list[str]) -> int:
         """Forget `keys` here and in the shared layer; how many the shared layer held."""

@@ -28,10 +28,12 @@ class BulkList:
     rows: int  # distinct data rows
     created: float  # monotonic: the list's clock runs on it
     created_at: datetime  # UTC wall clock: what the answers show
-    state: str = "running"  # running | completed | cancelled
-    progress_at_cancel: int = 0
+    state: str = "running"  # running | completed | cancelled | failed
+    progress_at_cancel: int = 0  # where a cancelled (or failed) list stopped
     downloaded: bool = False
     finished_at: datetime | None = None  # when its rows were processed, for the result file
+    # A list with a row at domain `listfail.test` fails half-way (state "failed").
+    fails: bool = False
 
     def summary(self) -> dict[str, Any]:
         """The list as cancel and remove describe it."""
@@ -48,7 +50,7 @@ class BulkList:
         header = next(rows, [])
         columns, _ = tables.find_columns(header)
         limit = None
-        if self.state == "cancelled":
+        if self.state in ("cancelled", "failed"):
             limit = self.rows * self.progress_at_cancel // 100
         seen: set[tuple[str, ...]] = set()
         for row in rows:
@@ -61,6 +63,19 @@ class BulkList:
             padded = row + [""] * (len(header) - len(row))
             name, domain = _name(padded, columns), padded[columns["domain"]]
             yield padded, lookup(name, domain) if name and domain else Outcome("unsupported")
+
+
+FAILING_DOMAIN = "listfail.test"
+
+
+def fails(path: Path, kind: tables.FileKind) -> bool:
+    """Whether a list of this file fails half-way (a row's domain is `listfail.test`)."""
+    rows = tables.iter_rows(path, kind)
+    columns, missing = tables.find_columns(next(rows, []))
+    if missing:
+        return False
+    index = columns["domain"]
+    return any(index < len(row) and row[index].strip().lower() == FAILING_DOMAIN for row in rows)
 
 
 def _name(row: list[str], columns: dict[str, int]) -> str:

@@ -22,7 +22,7 @@ from gateway.bulk import tables
 from gateway.bulk.upload import Upload
 from gateway.errors import GatewayError, PayloadTooLarge, RequestTimeout
 from gateway.sandbox.answers import failed, file_required, invalid_file_type
-from gateway.sandbox.bulk_list import BulkList
+from gateway.sandbox.bulk_list import BulkList, fails
 from gateway.sandbox.results import ResultFiles
 from gateway.sandbox.state import SandboxState, object_id
 from gateway.uploads import UploadLimits, spool_upload
@@ -87,7 +87,7 @@ class ListRoutes:
         list_id = object_id()
         self.state.lists[list_id] = BulkList(
             list_id, upload.filename, upload.size, upload.path, kind, rows,
-            time.monotonic(), datetime.now(UTC),
+            time.monotonic(), datetime.now(UTC), fails=fails(upload.path, kind),
         )  # fmt: skip
         return web.json_response({"status": "success", "data": {"list_id": list_id}}), True
 

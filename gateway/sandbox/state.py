@@ -45,6 +45,9 @@ def object_id() -> str:
     return f"{int(time.time()):08x}" + secrets.token_hex(8)
 
 
+FAIL_AT = 50  # where a failing list stops, in percent
+
+
 class SandboxState:
     """Credits, queued lookups, bulk lists and call counts, and the clock lists run on."""
 
@@ -57,7 +60,7 @@ class SandboxState:
         self.instant_times: list[float] = []  # monotonic time of each instant call
 
     def percentage(self, item: BulkList) -> int:
-        if item.state == "cancelled":
+        if item.state in ("cancelled", "failed"):
             return item.progress_at_cancel
         elapsed = time.monotonic() - item.created
         duration = max(self.config.bulk_seconds, 1e-9)
@@ -65,6 +68,10 @@ class SandboxState:
 
     def state_of(self, item: BulkList) -> str:
         """The list's state now; a running list whose time is up completes, and is charged."""
+        if item.state == "running" and item.fails and self.percentage(item) >= FAIL_AT:
+            item.progress_at_cancel, item.state = FAIL_AT, "failed"
+            item.finished_at = datetime.now(UTC)
+            self._charge(item)
         if item.state == "running" and self.percentage(item) >= 100:
             item.state = "completed"
             item.finished_at = item.created_at + timedelta(seconds=self.config.bulk_seconds)

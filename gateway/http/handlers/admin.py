@@ -10,12 +10,14 @@ from aiohttp import web
 
 from gateway import validation
 from gateway.budget import Budgets, limited
-from gateway.errors import AdminDisabled, Unauthorized, ValidationFailed
+from gateway.bulk import tables
+from gateway.errors import AdminDisabled, PayloadTooLarge, Unauthorized, ValidationFailed
 from gateway.http.bodies import read_json
-from gateway.http.keys import BUDGETS, FINDER, SETTINGS, TEAMS
+from gateway.http.keys import BUDGETS, BULK, FINDER, SETTINGS, TEAMS
 from gateway.http.teams_reload import reload_teams
 from gateway.lookup.normalize import cache_key
 from gateway.teams import Team, key_bytes, presented_key
+from gateway.uploads import spool_upload
 
 audit = structlog.get_logger("gateway.audit")
 
@@ -90,3 +92,22 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "success", "data": {"teams": request.app[TEAMS].registry.names()}}
     )
+
+
+async def import_results(request: web.Request) -> web.Response:
+    """Fill the cache from a past Clearout finder result file (multipart `file`)."""
+    require_admin(request)
+    upload = await spool_upload(request, request.app[SETTINGS])
+    try:
+        harvested = await request.app[BULK].import_results(upload.path)
+    except tables.TableTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    except tables.UnreadableFile as exc:
+        raise ValidationFailed(
+            "file", "body", f'"file" is not a Clearout finder result file: {exc}', "file.invalid"
+        ) from None
+    finally:
+        upload.discard()
+    audit.info("admin_cache_import", imported=harvested.imported, skipped=harvested.skipped)
+    data = {"imported": harvested.imported, "skipped": harvested.skipped}
+    return web.json_response({"status": "success", "data": data})

@@ -10,8 +10,10 @@ from aiohttp import web
 from yarl import URL
 
 from gateway import validation
+from gateway.errors import LinkRefused
 from gateway.http.bodies import read_json
 from gateway.http.endpoint import team_of
+from gateway.http.handlers.instant import cache_mode
 from gateway.http.keys import BULK, SETTINGS
 from gateway.http.responses import relay
 from gateway.lookup.pricing import success_data
@@ -22,7 +24,9 @@ from gateway.upstream import UpstreamAnswer, local_answer
 async def bulk(request: web.Request) -> web.StreamResponse:
     upload = await spool_upload(request, request.app[SETTINGS])
     try:
-        answer = await request.app[BULK].upload(team_of(request), upload, request.headers)
+        answer = await request.app[BULK].upload(
+            team_of(request), upload, request.headers, cache_mode(request)
+        )
     finally:
         upload.discard()
     return relay(answer)
@@ -36,7 +40,10 @@ async def progress_status(request: web.Request) -> web.StreamResponse:
 async def _list_action(request: web.Request, route: str) -> UpstreamAnswer:
     payload = await read_json(request, request.app[SETTINGS])
     list_id = validation.list_id_in_body(payload)
-    return await request.app[BULK].act(team_of(request), route, list_id, payload, request.headers)
+    origin = str(request.url.origin())
+    return await request.app[BULK].act(
+        team_of(request), route, list_id, payload, request.headers, origin
+    )
 
 
 async def download_result(request: web.Request) -> web.StreamResponse:
@@ -67,3 +74,23 @@ async def list_cancel(request: web.Request) -> web.StreamResponse:
 
 async def list_remove(request: web.Request) -> web.StreamResponse:
     return relay(await _list_action(request, "list_remove"))
+
+
+async def result_file(request: web.Request) -> web.StreamResponse:
+    """A gateway list's merged result, behind the signed link `download/result` gave."""
+    found = await request.app[BULK].result_file(
+        request.match_info["list_id"],
+        request.query.get("expires", ""),
+        request.query.get("signature", ""),
+    )
+    if found is None:
+        raise LinkRefused("The result link is not valid, has expired, or its list is gone")
+    response = web.StreamResponse(headers={
+        "Content-Type": found.media_type,
+        "Content-Disposition": f'attachment; filename="{found.filename}"',
+    })  # fmt: skip
+    await response.prepare(request)
+    async for chunk in found.chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
