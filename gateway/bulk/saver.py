@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,7 +91,9 @@ class Saver:
                 upload.path, info, people, self._key_of(team), upload_limits(self.settings),
                 Path(work), processed_now(),
             )  # fmt: skip
+            started = time.perf_counter()
             plan = await planner.plan(self.cache.get_many)
+            plan_ms = round((time.perf_counter() - started) * 1000, 1)
             item = self._new_list(team, upload, info, plan)
             item.file_token = token
             price = plan.upstream_people * self.prices.found
@@ -100,7 +103,7 @@ class Saver:
                 return answer  # upstream refused the reduced file: its answer, no list
             await self._keep(item, upload, plan)
         await self.lists.remember_file(token, item.list_id, self.settings.bulk_list_ttl)
-        self._count(team, item)
+        self._count(team, item, plan_ms)
         if not item.upstream_list:
             self.tasks.spawn(self.finish(item.list_id), "bulk-merge")
         return local_answer({"status": "success", "data": {"list_id": item.list_id}})
@@ -150,7 +153,7 @@ class Saver:
         await self.lists.create(item, ttl)
         await self.budgets.record_owner("list", item.list_id, Team(item.team, ()))
 
-    def _count(self, team: Team, item: GatewayList) -> None:
+    def _count(self, team: Team, item: GatewayList, plan_ms: float) -> None:
         rows = self.metrics.bulk_rows
         rows.labels(team.name, "cache").inc(item.cache_rows)
         rows.labels(team.name, "upstream").inc(item.upstream_rows)
@@ -160,6 +163,7 @@ class Saver:
             "bulk_list_started", list_id=item.list_id, rows=item.rows, cache=item.cache_rows,
             upstream=item.upstream_rows, duplicate=item.duplicate_rows,
             saved_credits=item.saved_credits, upstream_list=item.upstream_list or None,
+            plan_ms=plan_ms,
         )  # fmt: skip
 
     # ---- the end of a list -----------------------------------------------------
