@@ -248,12 +248,12 @@ async def test_a_crashed_lock_holder_frees_the_key_when_its_lock_expires(
     """A lock left by a replica that died mid-lookup delays others only until it expires."""
     import redis.asyncio as aioredis
 
+    from gateway.lookup.flight import lease_key
     from gateway.lookup.normalize import cache_key
-    from gateway.lookup.singleflight import LOCK_PREFIX
 
     client = aioredis.Redis.from_url(redis_url)
     try:
-        await client.set(LOCK_PREFIX + "cgw:c:" + cache_key("Steven Morris", "apple.com"),
+        await client.set(lease_key("cgw:c:" + cache_key("Steven Morris", "apple.com")),
                          "dead-replica", px=800)  # fmt: skip
         started = asyncio.get_running_loop().time()
         status, x_cache, _ = await ask(cached, STEVEN)

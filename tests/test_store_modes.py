@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from gateway.lookup.flight import lease_key
 from gateway.lookup.normalize import cache_key
-from gateway.lookup.singleflight import LOCK_PREFIX
 from gateway.sandbox import Sandbox
 from gateway.teams import Quota
 from tests.conftest import GatewayFactory, auth, team
@@ -186,7 +186,7 @@ async def test_a_lock_stranded_by_a_sentinel_failover_expires_with_its_lease(
     await asyncio.to_thread(sentinel.wait_promoted)
     promoted = aioredis.Redis(port=sentinel.replica_port)
     try:
-        key = LOCK_PREFIX + "cgw:c:" + cache_key(body["name"], body["domain"])
+        key = lease_key("cgw:c:" + cache_key(body["name"], body["domain"]))
         assert await promoted.get(key) is not None, "the release was lost: the lock is stranded"
     finally:
         await promoted.aclose()

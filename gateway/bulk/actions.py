@@ -114,10 +114,14 @@ class ListActions:
         self, item: GatewayList, origin: str, forward: Mapping[str, str] | None = None
     ) -> UpstreamAnswer:
         result = f"{item.list_id}.result"
-        if not await self.blobs.exists(result) and item.state in RUNNING:
+        if not await self.blobs.exists(result):
             # A caller may ask for the result without asking for progress
-            # first: look, as progress would, and merge what has ended.
-            await self.progress(item, forward)
+            # first (or just after a cancel): look, as progress would, and
+            # merge what has ended.
+            if item.state in RUNNING:
+                await self.progress(item, forward)
+            elif item.state != "completed":
+                await self._merged_or_running(item)
         if not await self.blobs.exists(result):
             return failed(1029, "List is not available")
         await self.lists.update(item.list_id, downloaded=True)

@@ -53,8 +53,9 @@ from gateway.http.keys import (
     Lifecycle,
 )  # fmt: skip
 from gateway.http.routes import add_routes
-from gateway.lookup.cache import CachedAnswer, LookupCache
+from gateway.lookup.cache import LookupCache
 from gateway.lookup.finder import Finder
+from gateway.lookup.flight import FlightStore, MemoryFlights, RedisFlights
 from gateway.lookup.pricing import Prices
 from gateway.lookup.queue import QueuedLookups
 from gateway.lookup.queued import MemoryQueuedStore, RedisQueuedStore
@@ -191,12 +192,14 @@ def _budgets(app: web.Application) -> Budgets:
 def _finder(app: web.Application) -> Finder:
     settings, redis, metrics = app[SETTINGS], app[REDIS], app[METRICS]
     cache = LookupCache(settings, redis, metrics)
-    flights: SingleFlight[UpstreamAnswer, CachedAnswer] = SingleFlight(
-        redis, cache.guard, settings.singleflight_lease
+    store = MemoryQueuedStore() if redis is None else RedisQueuedStore(redis)
+    lease_ms = max(100, int(settings.singleflight_lease * 1000))
+    looks: FlightStore = (
+        MemoryFlights(cache, store) if redis is None else RedisFlights(redis, cache.guard, lease_ms)
     )
+    flights: SingleFlight[UpstreamAnswer] = SingleFlight(looks, redis, settings.singleflight_lease)
     flights.start(app[TASKS])
     prices = Prices.from_settings(settings)
-    store = MemoryQueuedStore() if redis is None else RedisQueuedStore(redis)
     queue = QueuedLookups(settings, store, cache, app[BUDGETS], metrics, prices, redis)
     return Finder(settings, cache, flights, queue, app[BUDGETS], app[UPSTREAM], metrics, prices)
 

@@ -99,6 +99,11 @@ class LookupCache:
     def get_local(self, key: str) -> CachedAnswer | None:
         return None if self._l1 is None else self._l1.get(key)
 
+    def remember(self, key: str, answer: CachedAnswer) -> None:
+        """Keep `answer` in the in-process layer (it is in, or going to, the shared one)."""
+        if self._l1 is not None:
+            self._l1[key] = answer
+
     async def get(self, key: str) -> CachedAnswer | None:
         local = self.get_local(key)
         if local is not None:

@@ -32,20 +32,20 @@ from gateway.lookup.cache import CachedAnswer, LookupCache
 from gateway.lookup.pricing import Prices, credits_for, outcome, success_data
 from gateway.lookup.queue import QueuedLookups, queue_id
 from gateway.lookup.request import CacheMode, CacheStatus, InstantRequest, LookupResult
-from gateway.lookup.singleflight import SingleFlight
+from gateway.lookup.singleflight import Fetched, Flown, SingleFlight
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.teams import Team
 from gateway.upstream import Upstream, UpstreamAnswer
 
-Flight = tuple[UpstreamAnswer | CachedAnswer, bool]
+Answer = UpstreamAnswer | CachedAnswer
 
 
 @dataclass
 class Finder:
     settings: Settings
     cache: LookupCache
-    flights: SingleFlight[UpstreamAnswer, CachedAnswer]
+    flights: SingleFlight[UpstreamAnswer]
     queue: QueuedLookups
     budgets: Budgets
     upstream: Upstream
@@ -71,50 +71,56 @@ class Finder:
     async def _answer(
         self, team: Team, lookup: InstantRequest, mode: CacheMode,
         forward: Mapping[str, str] | None,
-    ) -> tuple[CacheStatus, UpstreamAnswer | CachedAnswer]:  # fmt: skip
+    ) -> tuple[CacheStatus, Answer]:  # fmt: skip
         key = self.cache.key(team.name, lookup.name, lookup.domain)
         if mode == "bypass":
-            return "BYPASS", await self._ask_upstream(team, lookup, key, forward, store=False)
+            answer, _, _ = await self._ask_upstream(team, lookup, key, forward, store=False)
+            return "BYPASS", answer
         if mode == "normal":
-            known = await self._known(team, key)
-            if known is not None:
-                return known
-        result, coalesced = await self._fly(team, lookup, key, mode, forward)
-        if isinstance(result, CachedAnswer):
-            self.metrics.count_saved(team.name, result.credits)
-            return "COALESCED", result
-        if coalesced:
-            await self._coalesced_onto(team, result)
-        return ("COALESCED" if coalesced else "MISS"), result
+            # The in-process layer first, without a round trip: the hot path.
+            hit = self.cache.get_local(key)
+            if hit is not None:
+                return "HIT", await self._hit(team, hit)
+        return await self._fly(team, lookup, key, mode == "normal", forward)
 
-    async def _known(
-        self, team: Team, key: str
-    ) -> tuple[CacheStatus, UpstreamAnswer | CachedAnswer] | None:
-        """A cache hit, or the 524 of a lookup of this person already queued upstream."""
-        # The in-process layer first, without a coroutine hop: the hot path.
-        hit = self.cache.get_local(key) or await self.cache.get(key)
-        if hit is not None:
-            self.metrics.count_saved(team.name, hit.credits)
-            if team.quota.charge_cache_hits:
-                await self.budgets.charge_hit(team, hit.credits)
-            return "HIT", hit
-        queued = await self.queue.waiting_for(key)
-        if queued is None:
-            return None
-        if queued.team != team.name:
-            await self.budgets.grant("queue", queued.qid, team)
-        headers = CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
-        return "COALESCED", UpstreamAnswer(524, headers, queued.body)
+    async def _hit(self, team: Team, hit: CachedAnswer) -> CachedAnswer:
+        self.metrics.count_saved(team.name, hit.credits)
+        if team.quota.charge_cache_hits:
+            await self.budgets.charge_hit(team, hit.credits)
+        return hit
 
     async def _fly(
-        self, team: Team, lookup: InstantRequest, key: str, mode: CacheMode,
+        self, team: Team, lookup: InstantRequest, key: str, read: bool,
         forward: Mapping[str, str] | None,
-    ) -> Flight:  # fmt: skip
-        def flight() -> Awaitable[Flight]:
+    ) -> tuple[CacheStatus, Answer]:  # fmt: skip
+        flown = await self._flight(team, lookup, key, read, forward)
+        if flown.kind == "hit":
+            assert isinstance(flown.answer, CachedAnswer)
+            self.cache.remember(key, flown.answer)
+            return "HIT", await self._hit(team, flown.answer)
+        if flown.kind == "queued":
+            queued = await self._queued(team, flown.qid)
+            if queued is None:  # given up on, or gone: ask anew
+                return await self._fly(team, lookup, key, False, forward)
+            return "COALESCED", queued
+        assert flown.answer is not None
+        if flown.kind == "led":
+            return "MISS", flown.answer
+        if isinstance(flown.answer, CachedAnswer):
+            self.metrics.count_saved(team.name, flown.answer.credits)
+        else:
+            await self._coalesced_onto(team, flown.answer)
+        return "COALESCED", flown.answer
+
+    async def _flight(
+        self, team: Team, lookup: InstantRequest, key: str, read: bool,
+        forward: Mapping[str, str] | None,
+    ) -> Flown[UpstreamAnswer]:  # fmt: skip
+        def flight() -> Awaitable[Flown[UpstreamAnswer]]:
             return self.flights.run(
                 key,
                 lambda: self._ask_upstream(team, lookup, key, forward, store=True),
-                (lambda: self.cache.get(key)) if mode == "normal" else None,
+                read=read,
                 timeout=lookup.timeout_ms / 1000 + self.settings.upstream_timeout_margin,
             )
 
@@ -127,6 +133,16 @@ class Finder:
             # (quota, pace, or its store check): that says nothing about ours,
             # so ask ourselves.
             return await flight()
+
+    async def _queued(self, team: Team, qid: str) -> UpstreamAnswer | None:
+        """The 524 of the lookup of this person already queued upstream (its id shared)."""
+        queued = await self.queue.waiting(qid)
+        if queued is None:
+            return None
+        if queued.team != team.name:
+            await self.budgets.grant("queue", queued.qid, team)
+        headers = CIMultiDict({"Content-Type": "application/json; charset=utf-8"})
+        return UpstreamAnswer(524, headers, queued.body)
 
     async def _coalesced_onto(self, team: Team, answer: UpstreamAnswer) -> None:
         """Another caller's upstream answer served to `team`: saved credits, shared queue id."""
@@ -141,8 +157,12 @@ class Finder:
     async def _ask_upstream(
         self, team: Team, lookup: InstantRequest, key: str,
         forward: Mapping[str, str] | None, *, store: bool,
-    ) -> UpstreamAnswer:  # fmt: skip
-        """One paid upstream lookup: reserve, wait our turn, ask, settle (or hold on 524)."""
+    ) -> Fetched[UpstreamAnswer]:  # fmt: skip
+        """One paid upstream lookup: reserve, wait our turn, ask, settle (or hold on 524).
+
+        Returns the answer, and the cache entry it makes (if any) with its TTL,
+        which the flight stores as it releases the lease.
+        """
         deadline = time.monotonic() + lookup.timeout_ms / 1000
         reservation = await self.budgets.reserve(team, self.prices.maximum)
         held = False
@@ -157,16 +177,20 @@ class Finder:
                 + self.settings.upstream_timeout_margin,
             )  # fmt: skip
             self.budgets.observe_upstream(answer.headers)
-            held = await self._account(team, answer, key if store else "", reservation)
-            return answer
+            held, entry = await self._account(team, answer, key if store else "", reservation)
         finally:
             if not held:
                 await self.budgets.settle(reservation, 0)
+        if entry is not None:
+            self.cache.remember(key, entry)
+            return answer, entry, self.cache.ttl_for(entry)
+        return answer, None, 0.0
 
     async def _account(
         self, team: Team, answer: UpstreamAnswer, key: str, reservation: Reservation
-    ) -> bool:
-        """Settle, count and cache an answer; whether the reservation is taken care of."""
+    ) -> tuple[bool, CachedAnswer | None]:
+        """Settle and count an answer: whether the reservation is taken care of, and the
+        cache entry it makes (None when nothing is to be cached)."""
         data = success_data(answer.json()) if answer.status == 200 else None
         if data is not None:
             credits = credits_for(data, self.prices)
@@ -174,13 +198,12 @@ class Finder:
             self.metrics.credits_spent.labels(team.name).inc(credits)
             kind = outcome(data)
             if key and kind != "other":
-                await self.cache.set(key, CachedAnswer(answer.body, credits, kind == "found"))
-            return True
+                return True, CachedAnswer(answer.body, credits, kind == "found")
+            return True, None
         qid = queue_id(answer.json()) if answer.status == 524 else None
         if qid is not None:
             # The lookup goes on upstream and will be charged when it
             # completes: keep the credits held until then.
             await self.queue.remember(answer, qid, key, team, reservation)
-            return True
-        return False
-
+            return True, None
+        return False, None

@@ -3,7 +3,7 @@
 When Clearout answers 524 with a `queue_id`, it goes on looking and will
 charge when it finds.  `QueuedLookups` remembers the lookup with its cache
 key, team and credit reservation (`gateway.lookup.queued` stores it); the
-same person asked again meanwhile gets the same 524 (`waiting_for`); when the
+same person asked again meanwhile gets the same 524 (`waiting`); when the
 lookup completes, seen by a caller's `queue_status` or by the poller, the
 answer is settled, counted and cached exactly once (`complete`); one never
 completed within GATEWAY_QUEUED_RESERVATION_TTL_SECONDS is refunded
@@ -59,13 +59,13 @@ class QueuedLookups:
     prices: Prices
     redis: Redis | None
 
-    async def waiting_for(self, key: str) -> QueuedLookup | None:
-        """The queued lookup of this person, if one is in flight (and not given up on)."""
+    async def waiting(self, qid: str) -> QueuedLookup | None:
+        """The queued lookup `qid`, if it is still in flight (and not given up on)."""
         guard = self.cache.guard
         if not guard.available:
             return None
         try:
-            item = await self.store.by_key(key)
+            item = await self.store.get(qid)
         except STORE_ERRORS as exc:  # treated as not queued
             guard.failed(exc)
             return None

@@ -13,9 +13,11 @@ the 524 body)` and `key → queue_id`, so that
 A record also holds the lookup's credit reservation: it is settled when the
 queue completes, and refunded by the poller once the record is older than
 GATEWAY_QUEUED_RESERVATION_TTL_SECONDS (Redis keeps the record a day longer
-so the poller still finds it).  Redis
-holds them when configured (one hash per queue id, a key index and a pending
-set); otherwise an in-process twin with the same interface does.
+so the poller still finds it).  Redis holds them when configured: one hash
+per queue id and a pending set (one hash slot, `{cgwq}`), and the person's
+marker `{cgw:c:<key>}:queued` → queue id beside the person's cache entry, so
+a lookup's first look reads it in the same script (`gateway.lookup.flight`);
+otherwise an in-process twin with the same interface does.
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ from redis.asyncio import Redis
 
 from gateway.store import live_members, text
 
-# One hash tag for every key here: FINISH_LUA touches three of them at once,
-# which Redis Cluster allows only within one slot.  Queued lookups are rare,
-# so one slot carries them easily.
+# One hash tag for the records and their index: FINISH_LUA touches both at
+# once, which Redis Cluster allows only within one slot.  Queued lookups are
+# rare, so one slot carries them easily.
 QUEUE_PREFIX = "{cgwq}:q:"
-KEY_PREFIX = "{cgwq}:k:"
 PENDING = "{cgwq}:pending"
+
+
+def queued_key(key: str) -> str:
+    """The person's marker: in the hash slot of its cache entry `key`."""
+    return "{" + key + "}:queued"
+
 MEMORY_ENTRIES = 100_000
 
 
@@ -99,11 +106,14 @@ class MemoryQueuedStore:
 # caller and the poller see completion at the same moment).
 FINISH_LUA = """
 local removed = redis.call('del', KEYS[1])
-if removed == 1 then
-  redis.call('srem', KEYS[3], ARGV[1])
-  if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[2]) end
-end
+if removed == 1 then redis.call('srem', KEYS[2], ARGV[1]) end
 return removed
+"""
+
+# Drop the person's marker if it still names this queue id.
+UNMARK_LUA = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
 """
 
 
@@ -111,6 +121,7 @@ class RedisQueuedStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._finish = redis.register_script(FINISH_LUA)
+        self._unmark = redis.register_script(UNMARK_LUA)
 
     async def record(self, item: QueuedLookup, ttl: int) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -120,9 +131,10 @@ class RedisQueuedStore:
                      "reservation": item.reservation, "expires_at": item.expires_at},
         )  # fmt: skip
         pipe.expire(QUEUE_PREFIX + item.qid, ttl)
-        pipe.set(KEY_PREFIX + item.key, item.qid, ex=ttl)
         pipe.sadd(PENDING, item.qid)
         await pipe.execute()
+        if item.key:  # another slot: its own command
+            await self._redis.set(queued_key(item.key), item.qid, ex=ttl)
 
     async def get(self, qid: str) -> QueuedLookup | None:
         raw = {text(k): v for k, v in (await self._redis.hgetall(QUEUE_PREFIX + qid)).items()}
@@ -138,13 +150,13 @@ class RedisQueuedStore:
         )
 
     async def by_key(self, key: str) -> QueuedLookup | None:
-        qid = await self._redis.get(KEY_PREFIX + key)
+        qid = await self._redis.get(queued_key(key))
         return await self.get(text(qid)) if qid else None
 
     async def finish(self, item: QueuedLookup) -> bool:
-        removed = await self._finish(
-            keys=[QUEUE_PREFIX + item.qid, KEY_PREFIX + item.key, PENDING], args=[item.qid]
-        )
+        removed = await self._finish(keys=[QUEUE_PREFIX + item.qid, PENDING], args=[item.qid])
+        if removed and item.key:
+            await self._unmark(keys=[queued_key(item.key)], args=[item.qid])
         return bool(removed)
 
     async def pending(self, limit: int) -> list[str]:
