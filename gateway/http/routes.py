@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.http.endpoint import Endpoint, Handler, method_not_allowed, not_found
-from gateway.http.handlers import admin, instant, lists, openapi, ops
+from gateway.http.handlers import admin, credits, instant, lists, openapi, ops
 from gateway.http.keys import SANDBOX
 
 # (method, path, handler, route label); finder routes need a team key.
@@ -22,6 +22,7 @@ FINDER_ROUTES: list[tuple[str, str, Handler, str]] = [
     ("POST", "/v2/email_finder/download/result", lists.download_result, "download_result"),
     ("POST", "/v2/email_finder/list/cancel", lists.list_cancel, "list_cancel"),
     ("POST", "/v2/email_finder/list/remove", lists.list_remove, "list_remove"),
+    ("GET", "/v2/email_verify/getcredits", credits.getcredits, "getcredits"),
 ]
 OPERATOR_ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/healthz", ops.healthz, "healthz"),
