@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from gateway import logging as gateway_logging
+from gateway.cli.settings_help import HelpSettings
 from gateway.http.app import create_app, load_teams
 from gateway.http.handlers import ops
 from gateway.http.keys import LIFECYCLE, METRICS, TEAMS
@@ -31,10 +32,28 @@ EXIT_CONFIG = 2
 log = structlog.get_logger("gateway")
 
 
+EPILOG = """\
+Every setting comes from the environment (GATEWAY_*, CLEAROUT_API_TOKEN[_FILE]);
+`clearout-gateway serve --help-settings` lists each one with its default and
+meaning.  Examples:
+  GATEWAY_SANDBOX=1 clearout-gateway serve --host 127.0.0.1   # no Clearout token needed
+  CLEAROUT_API_TOKEN_FILE=/run/secrets/clearout GATEWAY_TEAMS_FILE=teams.yaml \\
+      GATEWAY_REDIS_URL=redis://redis:6379/0 clearout-gateway serve
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = sub.add_parser("serve", help="run the gateway (settings from environment)")
+    serve = sub.add_parser(
+        "serve", help="run the gateway (settings from environment)",
+        description="Run the gateway until SIGTERM, draining first; SIGHUP reloads the teams file.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     serve.add_argument("--host", help="listen address (GATEWAY_HOST)")
     serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+    serve.add_argument(
+        "--help-settings", action=HelpSettings,
+        help="list every setting (environment variable, default, meaning) and exit",
+    )  # fmt: skip
     serve.set_defaults(run=run)
 
 
