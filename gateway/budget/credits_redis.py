@@ -27,6 +27,7 @@ from gateway.budget.credits import (
     unaccounted,
     windows,
 )
+from gateway.store import Script
 from gateway.teams import Team
 
 # Check both windows, then take from both, in one step.  A limit of -1 means
@@ -81,8 +82,8 @@ return out
 class RedisBudget:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._reserve = redis.register_script(RESERVE_LUA)
-        self._adjust_script = redis.register_script(ADJUST_LUA)
+        self._reserve = Script(redis, RESERVE_LUA, idempotent=False)
+        self._adjust_script = Script(redis, ADJUST_LUA, idempotent=False)
 
     async def reserve(
         self, team: Team, amount: int, *, now: datetime | None = None

@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from gateway.budget.rates import BUCKET_LUA, MemoryBucket
 from gateway.errors import UpstreamBusy
 from gateway.metrics import Metrics
-from gateway.store import STORE_ERRORS, StoreGuard
+from gateway.store import STORE_ERRORS, Script, StoreGuard
 from gateway.tasks import Tasks
 
 log = structlog.get_logger("gateway.governor")
@@ -105,8 +105,8 @@ class Governor:
         self.guard = StoreGuard(metrics, "ratelimit")
         self._redis = redis
         if redis is not None:
-            self._bucket = redis.register_script(BUCKET_LUA)
-            self._block = redis.register_script(BLOCK_LUA)
+            self._bucket = Script(redis, BUCKET_LUA, idempotent=False)
+            self._block = Script(redis, BLOCK_LUA, idempotent=True)
         # The app's tasks when given (stopped with the app), else its own.
         self._tasks = tasks or Tasks()
         self._owns_tasks = tasks is None

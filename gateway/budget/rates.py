@@ -21,7 +21,7 @@ from cachetools import LRUCache
 from redis.asyncio import Redis
 
 from gateway.metrics import Metrics
-from gateway.store import STORE_ERRORS, StoreGuard
+from gateway.store import STORE_ERRORS, Script, StoreGuard
 
 TEAM_PREFIX = "cgw:rl:"
 MAX_TEAMS = 10_000
@@ -104,7 +104,7 @@ def _check(rate: float, burst: float) -> float:
 
 class RedisRateLimiter:
     def __init__(self, redis: Redis) -> None:
-        self._bucket = redis.register_script(BUCKET_LUA)
+        self._bucket = Script(redis, BUCKET_LUA, idempotent=False)
 
     async def acquire(self, team: str, rate: float, burst: float) -> float:
         burst = _check(rate, burst)

@@ -10,7 +10,8 @@ hash tag.
 * `look` reads the entry and the queued marker and, when neither is there,
   takes the lease, atomically: a reader that finds nothing is the leader, or
   learns that someone else is.
-* `finish` stores the answer, releases the lease (if still ours) and wakes
+* `finish` stores the answer, releases the lease (if still ours) and, when
+  a caller was told to wait (it raised the person's `:waiting` flag), wakes
   the waiters (`PUBLISH`).
 
 A key with a brace of its own cannot be given a matching hash tag; such keys
@@ -29,13 +30,20 @@ from redis.asyncio import Redis
 from gateway.lookup.cache import LookupCache
 from gateway.lookup.entries import CachedAnswer, decode, encode
 from gateway.lookup.queued import QueuedStore, queued_key
-from gateway.store import STORE_ERRORS, StoreGuard, text
+from gateway.store import STORE_ERRORS, Script, ScriptArg, StoreGuard, text
 
 DONE_PREFIX = "cgw:sf:done:"
+WAITING_FLAG_MS = 2000
 
 LookKind = Literal["hit", "queued", "lead", "wait"]
 
-# KEYS: entry, queued marker, lease.  ARGV: token, lease ms, read (1/0).
+# KEYS: entry, queued marker, lease, waiting flag.
+# ARGV: token, lease ms, read (1/0), waiting flag ms.
+# Taking the lease is idempotent (a lease already ours is led), so a script
+# sent again after a lost reply does not wait on its own lease.  A caller
+# told to wait raises the waiting flag, so that the finish wakes waiters only
+# when there are any: most lookups have none, and a PUBLISH reaches every
+# replica's listener.
 LOOK_LUA = """
 if ARGV[3] == '1' then
   local entry = redis.call('get', KEYS[1])
@@ -43,15 +51,20 @@ if ARGV[3] == '1' then
   local qid = redis.call('get', KEYS[2])
   if qid then return {2, qid} end
 end
-if redis.call('set', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, ''} end
+if redis.call('set', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2])
+    or redis.call('get', KEYS[3]) == ARGV[1] then
+  return {3, ''}
+end
+redis.call('set', KEYS[4], '1', 'PX', ARGV[4])
 return {4, ''}
 """
 
-# KEYS: entry, lease.  ARGV: encoded entry ('' for none), ttl ms, token, channel.
+# KEYS: entry, lease, waiting flag.  ARGV: encoded entry ('' for none), ttl ms,
+# token, channel.
 FINISH_LUA = """
 if ARGV[1] ~= '' then redis.call('psetex', KEYS[1], ARGV[2], ARGV[1]) end
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
-redis.call('publish', ARGV[4], '1')
+if redis.call('del', KEYS[3]) == 1 then redis.call('publish', ARGV[4], '1') end
 return 1
 """
 
@@ -78,6 +91,10 @@ def lease_key(key: str) -> str:
     return "{" + key + "}:lease"
 
 
+def waiting_key(key: str) -> str:
+    return "{" + key + "}:waiting"
+
+
 @dataclass(frozen=True, slots=True)
 class Look:
     """What a look at a key found; `token` "" means lead without a lease (no Redis)."""
@@ -101,10 +118,13 @@ class RedisFlights:
         self._redis = redis
         self._guard = guard
         self._lease_ms = lease_ms
-        self._look = redis.register_script(LOOK_LUA)
-        self._finish = redis.register_script(FINISH_LUA)
-        self._renew = redis.register_script(RENEW_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
+        # A waiter raises the flag again at every look (every POLL_SECONDS at
+        # the most), so it outlives the gaps between them.
+        self._waiting_ms = max(lease_ms, WAITING_FLAG_MS)
+        self._look = Script(redis, LOOK_LUA, idempotent=True)
+        self._finish = Script(redis, FINISH_LUA, idempotent=True)
+        self._renew = Script(redis, RENEW_LUA, idempotent=True)
+        self._release = Script(redis, RELEASE_LUA, idempotent=True)
 
     async def look(self, key: str, *, read: bool) -> Look:
         if not self._guard.available:
@@ -114,8 +134,9 @@ class RedisFlights:
             if "{" in key or "}" in key:
                 kind, value = await self._look_slowly(key, token, read)
             else:
-                keys = [key, queued_key(key), lease_key(key)]
-                kind, value = await self._look(keys=keys, args=[token, self._lease_ms, int(read)])
+                keys = [key, queued_key(key), lease_key(key), waiting_key(key)]
+                args: list[ScriptArg] = [token, self._lease_ms, int(read), self._waiting_ms]
+                kind, value = await self._look(keys=keys, args=args)
         except STORE_ERRORS as exc:
             self._guard.failed(exc)
             return Look("lead")
@@ -154,7 +175,8 @@ class RedisFlights:
                 await self._redis.publish(DONE_PREFIX + key, b"1")
             elif token or value:
                 await self._finish(
-                    keys=[key, lease_key(key)], args=[value, ttl_ms, token, DONE_PREFIX + key]
+                    keys=[key, lease_key(key), waiting_key(key)],
+                    args=[value, ttl_ms, token, DONE_PREFIX + key],
                 )
         except STORE_ERRORS as exc:  # the lease lapses by itself; waiters poll too
             self._guard.failed(exc)

@@ -29,7 +29,7 @@ from typing import Protocol
 from cachetools import TLRUCache
 from redis.asyncio import Redis
 
-from gateway.store import live_members, text
+from gateway.store import Script, live_members, text
 
 # One hash tag for the records and their index: FINISH_LUA touches both at
 # once, which Redis Cluster allows only within one slot.  Queued lookups are
@@ -120,8 +120,8 @@ return 0
 class RedisQueuedStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._finish = redis.register_script(FINISH_LUA)
-        self._unmark = redis.register_script(UNMARK_LUA)
+        self._finish = Script(redis, FINISH_LUA, idempotent=False)
+        self._unmark = Script(redis, UNMARK_LUA, idempotent=True)
 
     async def record(self, item: QueuedLookup, ttl: int) -> None:
         pipe = self._redis.pipeline(transaction=True)

@@ -161,30 +161,52 @@ class SingleFlight(Generic[T]):
         """Run `fetch` holding the lease, renewing it; then store, release, wake: once."""
         entry: CachedAnswer | None = None
         ttl = 0.0
-        done = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(key, token, done)) if token else None
+        renewal = _Renewal(self._store, key, token, self._renew_seconds) if token else None
         try:
             answer, entry, ttl = await fetch()
             return answer
         finally:
-            if renewer is not None:
-                # Stopped by an event, not by cancel(): redis-py can lose a
-                # cancellation that lands while a command is in flight, and
-                # awaiting such a task would hang the leader for good.
-                done.set()
-                await asyncio.wait({renewer}, timeout=RENEWER_STOP_SECONDS)
-                if not renewer.done():
-                    renewer.cancel()
+            if renewal is not None:
+                await renewal.stop()
             await self._store.finish(key, token, entry, ttl)
 
-    async def _renew(self, key: str, token: str, done: asyncio.Event) -> None:
-        while not done.is_set():
+
+class _Renewal:
+    """Keeps a leader's lease alive while its upstream call runs.
+
+    Most calls end well inside the first renewal period, so the renewing task
+    is only started when that period passes (a timer until then: no task, no
+    wake-up for a fast call).
+    """
+
+    def __init__(self, store: FlightStore, key: str, token: str, period: float) -> None:
+        self._store, self._key, self._token, self._period = store, key, token, period
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(period, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while not self._done.is_set():
+            if not await self._store.renew(self._key, self._token):
+                log.warning("singleflight_lease_lost", key=self._key)
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self._renew_seconds)
+                await asyncio.wait_for(self._done.wait(), self._period)
                 return
-            if not await self._store.renew(key, token):
-                log.warning("singleflight_lease_lost", key=key)
-                return
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        # Stopped by an event, not by cancel(): redis-py can lose a
+        # cancellation that lands while a command is in flight, and awaiting
+        # such a task would hang the leader for good.
+        self._done.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=RENEWER_STOP_SECONDS)
+            if not self._task.done():
+                self._task.cancel()
 
 
 def _gave_up() -> UpstreamTimeout:
