@@ -20,6 +20,8 @@ their path); their spend is visible in `clearout_gateway_credits_spent_total`.
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -97,11 +99,17 @@ class Budget(Protocol):
 def windows(now: datetime | None = None) -> tuple[str, str]:
     """The UTC day and month window names for `now` (naive means UTC)."""
     if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None:
+        return _current_windows(int(time.time()))
+    if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     now = now.astimezone(UTC)
     return now.strftime("%Y%m%d"), now.strftime("%Y%m")
+
+
+@functools.lru_cache(maxsize=1)
+def _current_windows(second: int) -> tuple[str, str]:
+    # Every paid lookup names its windows; formatting them once a second is enough.
+    return windows(datetime.fromtimestamp(second, UTC))
 
 
 def day_expiry(day: str) -> int:

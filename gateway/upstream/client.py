@@ -40,6 +40,8 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 # Half a second of the caller's time must be left, or a retry could only
 # turn a prompt error into a late one.
 MIN_TIME_FOR_RETRY = 0.5
+# Error codes come from upstream bodies: remember only so many of their series.
+MAX_REMEMBERED_SERIES = 256
 
 
 @dataclass(slots=True)
@@ -101,6 +103,11 @@ class Upstream:
         self._retries = resilience.retries
         self._budget = resilience.budget
         self.breaker = resilience.breaker
+        # Labelled children looked up once: prometheus_client validates the
+        # labels and takes a lock on every labels() call.
+        self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._errors: dict[tuple[str, str], Any] = {}
+        self._circuit_shown: int | None = None
 
     async def call(  # noqa: PLR0913 - the seam's one entry point: each part of a request
         self,
@@ -169,14 +176,20 @@ class Upstream:
         try:
             return self.breaker.admit()
         finally:
-            self._metrics.upstream_circuit_open.set(int(self.breaker.is_open))
+            self._show_circuit()
 
     def _judge(self, probe: bool, *, ok: bool) -> None:
         if ok:
             self.breaker.succeeded(probe)
         else:
             self.breaker.failed(probe)
-        self._metrics.upstream_circuit_open.set(int(self.breaker.is_open))
+        self._show_circuit()
+
+    def _show_circuit(self) -> None:
+        is_open = int(self.breaker.is_open)
+        if is_open != self._circuit_shown:
+            self._metrics.upstream_circuit_open.set(is_open)
+            self._circuit_shown = is_open
 
     async def _send(self, call: _Call) -> UpstreamAnswer:
         left = max(0.001, call.deadline - time.monotonic())
@@ -214,10 +227,20 @@ class Upstream:
             self._metrics.upstream_ratelimit_remaining.set(int(remaining))
 
     def _record(self, route: str, status: str, error_code: str | None, started: float) -> None:
-        self._metrics.upstream_requests.labels(route, status).inc()
-        self._metrics.upstream_duration.labels(route).observe(time.perf_counter() - started)
+        series = self._series.get((route, status))
+        if series is None:
+            m = self._metrics
+            series = (m.upstream_requests.labels(route, status), m.upstream_duration.labels(route))
+            self._series[route, status] = series
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
         if error_code is not None:
-            self._metrics.upstream_errors.labels(route, error_code).inc()
+            errors = self._errors.get((route, error_code))
+            if errors is None:
+                errors = self._metrics.upstream_errors.labels(route, error_code)
+                if len(self._errors) < MAX_REMEMBERED_SERIES:
+                    self._errors[route, error_code] = errors
+            errors.inc()
 
 
 def _unreachable() -> UpstreamUnavailable:
