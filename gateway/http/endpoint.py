@@ -82,8 +82,10 @@ class Endpoint:
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        rid = request.headers.get("X-Request-ID", "")
-        facts = context.begin(rid if SANE_REQUEST_ID.match(rid) else new_request_id(), self.route)
+        rid = request.headers.get("X-Request-ID")
+        if rid is None or SANE_REQUEST_ID.match(rid) is None:
+            rid = new_request_id()
+        facts = context.begin(rid, self.route)
         hot = self._metrics.hot
         if self._counted:
             hot.inflight += 1
@@ -133,14 +135,7 @@ class Endpoint:
         status = CLIENT_CLOSED if request.transport is None else response.status
         self._metrics.observe_request(self.route, facts.team, status, elapsed)
         if self._counted:
-            access(
-                method=request.method,
-                path=request.path,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                cache=facts.cache,
-                upstream_ms=facts.upstream_ms,
-            )
+            access(facts, request.method, request.path, status, round(elapsed * 1000, 2))
 
 
 def _translate(exc: web.HTTPException) -> GatewayError:

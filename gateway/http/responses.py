@@ -22,6 +22,10 @@ from gateway.upstream import UpstreamAnswer
 # aiohttp only knows IANA reason phrases; Clearout's 524 is Cloudflare's.
 REASONS = {524: "A Timeout Occurred"}
 JSON_TYPE = "application/json; charset=utf-8"
+CACHED_HEADERS = {
+    status: {"Content-Type": JSON_TYPE, "X-Cache": status}
+    for status in ("HIT", "MISS", "COALESCED", "BYPASS")
+}
 
 
 def error_response(error: GatewayError) -> web.Response:
@@ -47,6 +51,11 @@ def relay(answer: UpstreamAnswer, extra: Mapping[str, str] | None = None) -> web
 
 def lookup_response(result: LookupResult) -> web.Response:
     """An instant lookup's answer, with X-Cache and the team's credits left."""
+    if not result.headers and result.status == 200:
+        # A replayed cache entry: its headers are always these (aiohttp copies them once).
+        return web.Response(
+            body=result.body, headers={**CACHED_HEADERS[result.cache], **result.credits_left}
+        )
     headers: CIMultiDict[str] = CIMultiDict(result.headers or {"Content-Type": JSON_TYPE})
     headers["X-Cache"] = result.cache
     headers.update(result.credits_left)

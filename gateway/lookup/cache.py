@@ -11,7 +11,9 @@ aiocache's serializer interface).  Without Redis, layer 2 is a bounded
 in-process map (`MEMORY_ENTRIES`, least recently used out first) with each
 entry's own TTL.
 
-Layer 1 is a bounded in-process map (cachetools) holding entries for at most
+Layer 1 is a bounded in-process map (cachetools' LRU, each entry stamped
+with its expiry and checked on read: a TTLCache's own bookkeeping cost ten
+times the lookup) holding entries for at most
 GATEWAY_LOCAL_CACHE_TTL_SECONDS (default 2 s).  A hit served from it costs no
 network round trip, which is what lets hits run at a good fraction of a bare
 aiohttp server's speed.  The price is bounded staleness: after a refresh or a
@@ -29,7 +31,7 @@ import time
 from typing import Any
 
 from aiocache import RedisCache
-from cachetools import TLRUCache, TTLCache
+from cachetools import LRUCache, TLRUCache
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -68,11 +70,10 @@ class _MemoryBackend:
 class LookupCache:
     def __init__(self, settings: Settings, redis: Redis | None, metrics: Metrics) -> None:
         self._settings = settings
-        self._l1: TTLCache[str, CachedAnswer] | None = None
+        self._l1: LRUCache[str, tuple[float, CachedAnswer]] | None = None
+        self._l1_ttl = settings.local_cache_ttl
         if settings.local_cache_ttl > 0 and settings.local_cache_size > 0:
-            self._l1 = TTLCache(
-                settings.local_cache_size, settings.local_cache_ttl, timer=time.monotonic
-            )
+            self._l1 = LRUCache(settings.local_cache_size)
         self.guard = StoreGuard(metrics, "cache", fallback="pass-through")
         backend: Any
         if redis is not None:
@@ -97,12 +98,15 @@ class LookupCache:
         return [KEY_PREFIX + base, *(f"{KEY_PREFIX}t:{t}:{base}" for t in teams)]
 
     def get_local(self, key: str) -> CachedAnswer | None:
-        return None if self._l1 is None else self._l1.get(key)
+        item = None if self._l1 is None else self._l1.get(key)
+        if item is None or item[0] <= time.monotonic():
+            return None
+        return item[1]
 
     def remember(self, key: str, answer: CachedAnswer) -> None:
         """Keep `answer` in the in-process layer (it is in, or going to, the shared one)."""
         if self._l1 is not None:
-            self._l1[key] = answer
+            self._l1[key] = (time.monotonic() + self._l1_ttl, answer)
 
     async def get(self, key: str) -> CachedAnswer | None:
         local = self.get_local(key)
@@ -115,8 +119,8 @@ class LookupCache:
         except STORE_ERRORS as exc:  # a store failure degrades to a miss
             self.guard.failed(exc)
             return None
-        if answer is not None and self._l1 is not None:
-            self._l1[key] = answer
+        if answer is not None:
+            self.remember(key, answer)
         return answer
 
     def ttl_for(self, answer: CachedAnswer) -> int:
@@ -125,8 +129,7 @@ class LookupCache:
 
     async def set(self, key: str, answer: CachedAnswer, ttl: float | None = None) -> None:
         """Store `answer` for `ttl` seconds (by default, its class's full TTL)."""
-        if self._l1 is not None:
-            self._l1[key] = answer
+        self.remember(key, answer)
         if not self.guard.available:
             return
         try:
