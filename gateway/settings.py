@@ -188,7 +188,7 @@ class Settings:
         choices=("shared", "team"),
     )  # fmt: skip
     local_cache_ttl: float = setting(
-        "GATEWAY_LOCAL_CACHE_TTL_SECONDS", 2.0, "lifetime of the in-process layer (0: off)",
+        "GATEWAY_LOCAL_CACHE_TTL_SECONDS", 30.0, "lifetime of the in-process layer (0: off)",
         "number",
     )  # fmt: skip
     local_cache_size: int = setting(

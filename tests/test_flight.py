@@ -81,7 +81,7 @@ async def test_a_finish_wakes_waiters_only_when_someone_waits(client: aioredis.R
         subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         listening = asyncio.create_task(_messages(client, subscribed))
         await subscribed
-        await store.finish(KEY, leader.token, entry, 60)
+        await store.finish(KEY, leader.token, entry, 60, replaced=False)
         return await listening
 
     # Nobody waited: no message reaches the replicas' listeners.

@@ -197,7 +197,9 @@ def _finder(app: web.Application) -> Finder:
     looks: FlightStore = (
         MemoryFlights(cache, store) if redis is None else RedisFlights(redis, cache.guard, lease_ms)
     )
-    flights: SingleFlight[UpstreamAnswer] = SingleFlight(looks, redis, settings.singleflight_lease)
+    flights: SingleFlight[UpstreamAnswer] = SingleFlight(
+        looks, redis, settings.singleflight_lease, on_drop=cache.forget_local
+    )
     flights.start(app[TASKS])
     prices = Prices.from_settings(settings)
     queue = QueuedLookups(settings, store, cache, app[BUDGETS], metrics, prices, redis)

@@ -14,11 +14,13 @@ entry's own TTL.
 Layer 1 is a bounded in-process map (cachetools' LRU, each entry stamped
 with its expiry and checked on read: a TTLCache's own bookkeeping cost ten
 times the lookup) holding entries for at most
-GATEWAY_LOCAL_CACHE_TTL_SECONDS (default 2 s).  A hit served from it costs no
-network round trip, which is what lets hits run at a good fraction of a bare
-aiohttp server's speed.  The price is bounded staleness: after a refresh or a
-purge on one replica, *other* replicas may serve the old entry for up to that
-TTL (the replica that did it drops its own copy at once).
+GATEWAY_LOCAL_CACHE_TTL_SECONDS (default 30 s).  A hit served from it costs
+no network round trip.  Entries in Redis are replaced only by a refresh and
+removed only by a purge (or their TTL); both announce the key on pub/sub
+channel `cgw:l1:drop` and every replica drops its copy at once.  The local
+TTL bounds staleness only when such a notice is lost (a replica
+reconnecting its subscription) and when an entry is overwritten by a bulk
+list's results (a newer answer for the same person).
 
 Redis trouble never fails a request: errors and timeouts go to the cache's
 `StoreGuard` and the cache behaves as empty (pass-through) until Redis is
@@ -42,9 +44,11 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import STORE_ERRORS, StoreGuard
 
-__all__ = ["KEY_PREFIX", "CachedAnswer", "LookupCache"]
+__all__ = ["DROP_CHANNEL", "KEY_PREFIX", "CachedAnswer", "LookupCache"]
 
 KEY_PREFIX = "cgw:c:"
+# Keys whose entry was replaced or removed: every replica drops its in-process copy.
+DROP_CHANNEL = "cgw:l1:drop"
 MEMORY_ENTRIES = 1_000_000
 
 
@@ -102,6 +106,11 @@ class LookupCache:
         if item is None or item[0] <= time.monotonic():
             return None
         return item[1]
+
+    def forget_local(self, key: str) -> None:
+        """Drop the in-process copy of `key` (its shared entry was replaced or removed)."""
+        if self._l1 is not None:
+            self._l1.pop(key, None)
 
     def remember(self, key: str, answer: CachedAnswer) -> None:
         """Keep `answer` in the in-process layer (it is in, or going to, the shared one)."""
@@ -178,12 +187,13 @@ class LookupCache:
     async def delete(self, keys: list[str]) -> int:
         """Forget `keys` here and in the shared layer; how many the shared layer held."""
         for key in keys:
-            if self._l1 is not None:
-                self._l1.pop(key, None)
+            self.forget_local(key)
         removed = 0
         try:
             for key in keys:
                 removed += int(bool(await self._backend.delete(key)))
+                if self._redis is not None:
+                    await self._redis.publish(DROP_CHANNEL, key)  # other replicas' copies
         except STORE_ERRORS as exc:
             self.guard.failed(exc)
             raise StoreUnavailable("Cache store unavailable; nothing was purged there") from exc

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis
 
-from gateway.lookup.cache import LookupCache
+from gateway.lookup.cache import DROP_CHANNEL, LookupCache
 from gateway.lookup.entries import CachedAnswer, decode, encode
 from gateway.lookup.queued import QueuedStore, queued_key
 from gateway.store import STORE_ERRORS, Script, ScriptArg, StoreGuard, text
@@ -60,11 +60,12 @@ return {4, ''}
 """
 
 # KEYS: entry, lease, waiting flag.  ARGV: encoded entry ('' for none), ttl ms,
-# token, channel.
+# token, channel, replaced (1: the entry replaces one replicas may hold), drop channel.
 FINISH_LUA = """
 if ARGV[1] ~= '' then redis.call('psetex', KEYS[1], ARGV[2], ARGV[1]) end
 if redis.call('get', KEYS[2]) == ARGV[3] then redis.call('del', KEYS[2]) end
 if redis.call('del', KEYS[3]) == 1 then redis.call('publish', ARGV[4], '1') end
+if ARGV[5] == '1' and ARGV[1] ~= '' then redis.call('publish', ARGV[6], KEYS[1]) end
 return 1
 """
 
@@ -108,7 +109,7 @@ class Look:
 class FlightStore(Protocol):
     async def look(self, key: str, *, read: bool) -> Look: ...
     async def finish(
-        self, key: str, token: str, entry: CachedAnswer | None, ttl: float
+        self, key: str, token: str, entry: CachedAnswer | None, ttl: float, *, replaced: bool
     ) -> None: ...
     async def renew(self, key: str, token: str) -> bool: ...
 
@@ -161,25 +162,36 @@ class RedisFlights:
         taken = await self._redis.set(lease_key(key), token, nx=True, px=self._lease_ms)
         return (3 if taken else 4), b""
 
-    async def finish(self, key: str, token: str, entry: CachedAnswer | None, ttl: float) -> None:
+    async def finish(
+        self, key: str, token: str, entry: CachedAnswer | None, ttl: float, *, replaced: bool
+    ) -> None:
+        """Store `entry` (if any), release the lease, wake waiters; `replaced`: the
+        entry may replace one other replicas hold in memory (a refresh), so they drop it."""
         if not self._guard.available:
             return  # the lease lapses by itself; waiters poll
         value = encode(entry) if entry is not None else b""
         ttl_ms = max(1, int(ttl * 1000))
         try:
             if "{" in key or "}" in key:
-                if value:
-                    await self._redis.psetex(key, ttl_ms, value)
-                if token:
-                    await self._release(keys=[lease_key(key)], args=[token])
-                await self._redis.publish(DONE_PREFIX + key, b"1")
+                await self._finish_slowly(key, token, value, ttl_ms, replaced=replaced)
             elif token or value:
                 await self._finish(
                     keys=[key, lease_key(key), waiting_key(key)],
-                    args=[value, ttl_ms, token, DONE_PREFIX + key],
+                    args=[value, ttl_ms, token, DONE_PREFIX + key, int(replaced), DROP_CHANNEL],
                 )
         except STORE_ERRORS as exc:  # the lease lapses by itself; waiters poll too
             self._guard.failed(exc)
+
+    async def _finish_slowly(
+        self, key: str, token: str, value: bytes, ttl_ms: int, *, replaced: bool
+    ) -> None:
+        if value:
+            await self._redis.psetex(key, ttl_ms, value)
+        if token:
+            await self._release(keys=[lease_key(key)], args=[token])
+        await self._redis.publish(DONE_PREFIX + key, b"1")
+        if value and replaced:
+            await self._redis.publish(DROP_CHANNEL, key)
 
     async def renew(self, key: str, token: str) -> bool:
         try:
@@ -206,7 +218,9 @@ class MemoryFlights:
                 return Look("queued", qid=item.qid)
         return Look("lead")
 
-    async def finish(self, key: str, token: str, entry: CachedAnswer | None, ttl: float) -> None:
+    async def finish(
+        self, key: str, token: str, entry: CachedAnswer | None, ttl: float, *, replaced: bool
+    ) -> None:
         if entry is not None:
             await self._cache.set(key, entry, ttl)
 

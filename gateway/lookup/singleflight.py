@@ -35,9 +35,10 @@ import structlog
 from redis.asyncio import Redis
 
 from gateway.errors import UpstreamTimeout
+from gateway.lookup.cache import DROP_CHANNEL
 from gateway.lookup.entries import CachedAnswer
 from gateway.lookup.flight import DONE_PREFIX, FlightStore
-from gateway.store import STORE_ERRORS
+from gateway.store import STORE_ERRORS, text
 from gateway.tasks import Tasks
 
 log = structlog.get_logger("gateway.lookup.singleflight")
@@ -66,9 +67,17 @@ Fetched = tuple[T, CachedAnswer | None, float]
 
 
 class SingleFlight(Generic[T]):
-    def __init__(self, store: FlightStore, redis: Redis | None, lease: float = 3.0) -> None:
+    def __init__(
+        self,
+        store: FlightStore,
+        redis: Redis | None,
+        lease: float = 3.0,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._redis = redis  # for the pub/sub listener only
+        # Told the keys whose entries another replica replaced or removed.
+        self._on_drop = on_drop
         self._renew_seconds = max(0.1, lease) / 3
         self._flights: dict[str, asyncio.Future[Flown[T]]] = {}
         self._events: dict[str, asyncio.Event] = {}
@@ -85,10 +94,15 @@ class SingleFlight(Generic[T]):
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.psubscribe(DONE_PREFIX + "*")
+                await pubsub.subscribe(DROP_CHANNEL)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message and message.get("type") == "pmessage":
+                    if not message:
+                        continue
+                    if message.get("type") == "pmessage":
                         self._wake(message["channel"])
+                    elif message.get("type") == "message" and self._on_drop is not None:
+                        self._on_drop(text(message["data"]))
             except STORE_ERRORS:  # reconnect: polling covers the gap meanwhile
                 await asyncio.sleep(1.0)
             finally:
@@ -146,7 +160,7 @@ class SingleFlight(Generic[T]):
                 if look.kind == "queued":
                     return Flown("queued", qid=look.qid)
                 if look.kind == "lead":
-                    return Flown("led", await self._lead(key, look.token, fetch))
+                    return Flown("led", await self._lead(key, look.token, fetch, not read))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _gave_up()
@@ -157,8 +171,13 @@ class SingleFlight(Generic[T]):
         finally:
             self._events.pop(key, None)
 
-    async def _lead(self, key: str, token: str, fetch: Callable[[], Awaitable[Fetched[T]]]) -> T:
-        """Run `fetch` holding the lease, renewing it; then store, release, wake: once."""
+    async def _lead(
+        self, key: str, token: str, fetch: Callable[[], Awaitable[Fetched[T]]], replacing: bool
+    ) -> T:
+        """Run `fetch` holding the lease, renewing it; then store, release, wake: once.
+
+        `replacing` (a refresh) also tells the replicas to drop their copies.
+        """
         entry: CachedAnswer | None = None
         ttl = 0.0
         renewal = _Renewal(self._store, key, token, self._renew_seconds) if token else None
@@ -168,7 +187,7 @@ class SingleFlight(Generic[T]):
         finally:
             if renewal is not None:
                 await renewal.stop()
-            await self._store.finish(key, token, entry, ttl)
+            await self._store.finish(key, token, entry, ttl, replaced=replacing)
 
 
 class _Renewal:
