@@ -1,4 +1,4 @@
-"""A bug in a handler: 500 in the gateway's envelope (9000, `internal_error`), never a leak.
+"""Unforeseen failures and aiohttp's own HTTP errors in the envelope: never a leak, never a 4xx called internal.
 
 Every other gateway error has a request that provokes it; this one is what
 the request wrapper gives when a handler fails in a way nobody foresaw, so
@@ -52,3 +52,37 @@ async def test_an_unforeseen_failure_is_a_500_envelope_with_its_request_id_logge
         await client.close()
     logged = [line for line in log_output.text().splitlines() if '"unhandled_error"' in line]
     assert len(logged) == 1 and "bug-report-1" in logged[0] and "KeyError" in logged[0]
+
+
+def raising(exc: web.HTTPException) -> Any:
+    async def handler(_request: web.Request) -> web.StreamResponse:
+        raise exc
+
+    return handler
+
+
+async def test_aiohttp_http_errors_keep_their_status_with_a_fitting_code(
+    settings: Settings,
+) -> None:
+    """A 4xx aiohttp raises is the caller's error (a specific code, else 9106 `bad_request`),
+    not an internal one; a 5xx is 9000."""
+    effective = replace(settings, admin_token=None)
+    app = create_app(effective, teams=TeamDirectory(TeamRegistry([team("alpha")])))
+    cases = {
+        "/v2/slow": (web.HTTPRequestTimeout(), 408, 9103, "request_timeout"),
+        "/v2/media": (web.HTTPUnsupportedMediaType(), 415, 9102, "unsupported_media_type"),
+        "/v2/gone": (web.HTTPGone(), 410, 9106, "bad_request"),
+        "/v2/unprocessable": (web.HTTPUnprocessableEntity(), 422, 9106, "bad_request"),
+        "/v2/unavailable": (web.HTTPServiceUnavailable(), 503, 9000, "internal_error"),
+    }
+    for path, (exc, *_expected) in cases.items():
+        app.router.add_get(path, Endpoint(app, "other", raising(exc), team_auth=False).serve)
+    client: TestClient[Any, Any] = TestClient(GatewayTestServer(app, effective))
+    await client.start_server()
+    try:
+        for path, (_exc, status, code, reason) in cases.items():
+            resp = await client.get(path)
+            assert (resp.status, resp.headers["X-Gateway-Error"]) == (status, reason), path
+            assert (await resp.json())["error"]["code"] == code, path
+    finally:
+        await client.close()

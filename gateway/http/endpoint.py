@@ -33,11 +33,15 @@ from aiohttp import web
 from gateway import context
 from gateway.context import RequestFacts
 from gateway.errors import (
+    BadRequest,
     GatewayError,
+    HeadersTooLarge,
     MethodNotAllowed,
     PayloadTooLarge,
+    RequestTimeout,
     RouteNotFound,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from gateway.http.keys import BUDGETS, METRICS, SETTINGS, TEAM, TEAMS
 from gateway.http.responses import error_response
@@ -138,14 +142,27 @@ class Endpoint:
             access(facts, request.method, request.path, status, round(elapsed * 1000, 2))
 
 
+_BY_STATUS: dict[int, tuple[type[GatewayError], str]] = {
+    404: (RouteNotFound, "Resource not found"),
+    405: (MethodNotAllowed, "Method not allowed on this resource"),
+    408: (RequestTimeout, "The request did not arrive in time"),
+    413: (PayloadTooLarge, "Request body is too large"),
+    415: (UnsupportedMediaType, "Unsupported request body type"),
+    431: (HeadersTooLarge, "The request line or its headers are too large"),
+}
+
+
 def _translate(exc: web.HTTPException) -> GatewayError:
-    if exc.status == 404:
-        return RouteNotFound("Resource not found")
-    if exc.status == 405:
-        return MethodNotAllowed("Method not allowed on this resource")
-    if exc.status == 413:
-        return PayloadTooLarge("Request body is too large")
-    error = GatewayError(exc.reason or "Request failed")
+    """aiohttp's own HTTP errors in the envelope: a 4xx is the caller's (9106
+    `bad_request` when no closer code fits, its status kept), a 5xx is ours."""
+    known = _BY_STATUS.get(exc.status)
+    if known is not None:
+        return known[0](known[1])
+    error: GatewayError
+    if 400 <= exc.status < 500:
+        error = BadRequest(exc.reason or "The request cannot be served")
+    else:
+        error = GatewayError("Internal gateway error")
     error.status = exc.status
     return error
 
