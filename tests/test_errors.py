@@ -1,4 +1,4 @@
-"""Unforeseen failures and aiohttp's own HTTP errors in the envelope: never a leak, never a 4xx called internal.
+"""Unforeseen failures and aiohttp's HTTP errors in the envelope: no leak, no 4xx called internal.
 
 Every other gateway error has a request that provokes it; this one is what
 the request wrapper gives when a handler fails in a way nobody foresaw, so
