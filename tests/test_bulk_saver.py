@@ -12,10 +12,12 @@ import csv
 import io
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openpyxl
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.bulk import tables
@@ -346,3 +348,35 @@ async def test_opting_out_per_team(make_gateway: GatewayFactory, sandbox: Sandbo
     rows = [["Name", "Domain"], ["Max Noon", "apple.com"]]
     body = await upload(gateway, csv_bytes(rows))
     assert body["data"]["list_id"] in sandbox.lists
+
+
+@pytest.mark.parametrize("planned_by", ["this gateway", "an older gateway"])
+async def test_every_row_gets_its_persons_answer_in_order(
+    gateway: Client, sandbox: Sandbox, tmp_path: Path, planned_by: str
+) -> None:
+    """Blank, short and unnamed rows, exact repeats and respellings, known and unknown people:
+    each row keeps its place and gets its own person's answer.  A list planned by an older
+    gateway (no per-row person ids stored) is keyed again at the merge, with the same result."""
+    await warm(gateway, KNOWN[:2])
+    rows = [["Full Name", "Domain", "Notes"], ["Steven Morris", "apple.com", "1"],
+            ["", "", ""], ["Bob Stone", "apple.com"], ["no domain here", "", "x"],
+            ["no domain here", "", "x"], ["STONE, BOB", "https://www.apple.com/", "3"],
+            ["Ann Lee", "apple.com", "4"], ["Cara Diaz", "apple.com", "5"],
+            ["Dr. Steven Morris", "APPLE.COM", "6"]]  # fmt: skip
+    list_id = (await upload(gateway, csv_bytes(rows)))["data"]["list_id"]
+    if planned_by == "an older gateway":
+        (tmp_path / "cgw-lists" / f"{list_id}.people").unlink()
+    assert (await until_done(gateway, list_id))["data"]["progress_status"] == "completed"
+    assert sorted(r[0] for r in sent_upstream(sandbox)) == ["Bob Stone", "Cara Diaz",
+                                                             "no domain here"]  # fmt: skip
+    _, data = await fetch((await result_link(gateway, list_id))["data"]["url"])
+    result = csv_rows(data)
+    assert [r[:3] for r in result[1:]] == [[*r, *[""] * (3 - len(r))] for r in rows[1:]]
+    emails = column(result, "Clearout Finder Email Address")
+    assert emails[:4] == ["steven.morris@apple.com", "", "bob.stone@apple.com", emails[4]]
+    assert emails[5:] == ["bob.stone@apple.com", "ann.lee@apple.com", "cara.diaz@apple.com",
+                          "steven.morris@apple.com"]  # fmt: skip
+    answers = [r[3:] for r in result[1:]]
+    assert answers[1] == [""] * len(RESULT_COLUMNS), "a blank row gets empty result columns"
+    assert answers[3] == answers[4], "exact repeats of an unnamed row share its answer"
+    assert answers[3][RESULT_COLUMNS.index("Clearout Finder Status")], "upstream answered it"

@@ -5,7 +5,9 @@ With Redis, a file is kept as zlib-compressed chunks of at most `CHUNK` bytes
 (`cgw:blob:<name>`), each with the list's expiry; a reader streams it back a
 chunk at a time, never holding it whole.  Compression is fast (level 1) and
 CSV shrinks four to eight times, so a list costs Redis a fraction of its
-size for as long as it lives (GATEWAY_BULK_LIST_TTL_SECONDS).  Without Redis
+size for as long as it lives (GATEWAY_BULK_LIST_TTL_SECONDS).  Compressing
+and inflating run in worker threads: inflating one chunk of a CSV takes
+~20 ms, which would hold up every other request on the event loop.  Without Redis
 (one replica) the files stay in the spool directory and expire on a sweep.
 """
 
@@ -18,7 +20,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from redis.asyncio import Redis
 
@@ -40,7 +42,7 @@ async def fetch(store: BlobStore, name: str, path: Path) -> bool:
     with path.open("wb") as out:
         async for chunk in store.read(name):
             found = True
-            out.write(chunk)
+            await asyncio.to_thread(out.write, chunk)  # megabytes: not on the event loop
     return found
 
 
@@ -54,8 +56,8 @@ class RedisBlobs:
         pending = b""
         count = stored = 0
         with path.open("rb") as source:
-            while data := await asyncio.to_thread(source.read, READ):
-                pending += packer.compress(data)
+            while (packed := await asyncio.to_thread(_pack, source, packer)) is not None:
+                pending += packed
                 while len(pending) >= CHUNK:
                     await self._redis.set(f"{PREFIX}{name}:{count}", pending[:CHUNK], ex=ttl)
                     stored, count, pending = stored + CHUNK, count + 1, pending[CHUNK:]
@@ -75,7 +77,11 @@ class RedisBlobs:
             chunk = await self._redis.get(f"{PREFIX}{name}:{index}")
             if not isinstance(chunk, bytes):  # expired under us: what was read is all
                 return
-            yield unpacker.decompress(chunk)
+            # A chunk inflates to 5-10 MiB: handed on READ bytes at a time, so a
+            # reader never holds more.
+            while chunk:
+                yield await asyncio.to_thread(unpacker.decompress, chunk, READ)
+                chunk = unpacker.unconsumed_tail
         yield unpacker.flush()
 
     async def exists(self, name: str) -> bool:
@@ -86,6 +92,12 @@ class RedisBlobs:
         await self._redis.delete(PREFIX + name)
         for index in range(int(raw or 0)):
             await self._redis.delete(f"{PREFIX}{name}:{index}")
+
+
+def _pack(source: BinaryIO, packer: zlib._Compress) -> bytes | None:
+    """The next piece of `source`, compressed (maybe empty); None at its end."""
+    data = source.read(READ)
+    return packer.compress(data) if data else None
 
 
 class FileBlobs:

@@ -5,15 +5,19 @@ the spool disk as the only state (memory stays flat whatever the file's size):
 
 1. every data row's person is keyed with the instant cache's rules
    (`key_of`); the first row of each person is remembered (`people`), later
-   ones are duplicates;
+   ones are duplicates; each row's person id (`person_id` of its key) goes to
+   `row_people`, so the merge finds every row's answer without keying it again;
 2. the distinct people are looked up in the cache a batch at a time; the
    known ones are answered (their result cells go to `known`, a JSON-lines
    file, one line per person);
 3. the first row of every unknown person is written to `reduced`, in the
    uploaded format: the file that goes upstream.
 
-A row whose name or domain is empty cannot be keyed like a lookup; it is keyed
-by its exact cells, so exact duplicates still go upstream once.
+Only the cache's reads run on the event loop; reading, keying, SQLite and
+the files run in worker threads, so a large list does not hold up other
+requests.  A row whose name or domain is empty cannot be keyed like a
+lookup; it is keyed by its exact cells, so exact duplicates still go
+upstream once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -34,7 +39,30 @@ from gateway.lookup.entries import CachedAnswer
 
 KeyOf = Callable[[str, str], str]
 GetMany = Callable[[list[str]], Awaitable[list[CachedAnswer | None]]]
-BATCH = 1000
+# People asked of the cache at once: the answers are decoded on the event
+# loop (~7 us each), so a batch holds it for a few milliseconds at most.
+BATCH = 500
+# Rows inserted at once.  executemany over a list runs in C without letting
+# the event loop's thread have the GIL, so a batch must stay small (5,000
+# held the loop for 30-50 ms).
+INSERT_BATCH = 500
+PERSON_ID_BYTES = 16
+
+
+def person_id(key: str) -> bytes:
+    """A fixed-width id of a person key (the merge's join column); 128 bits, so two
+    people of a list never share one."""
+    return hashlib.blake2b(key.encode(errors="surrogateescape"),
+                           digest_size=PERSON_ID_BYTES).digest()  # fmt: skip
+
+
+def open_spool_db(path: Path) -> sqlite3.Connection:
+    """A throwaway SQLite database: nothing survives a crash, so nothing is journaled or
+    synced (a commit would otherwise wait for the disk)."""
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("PRAGMA synchronous = OFF")
+    return db
 
 
 @dataclass(frozen=True)
@@ -62,8 +90,18 @@ class People:
         name, domain = self.name_and_domain(row)
         if name and domain:
             return key_of(name, domain)
-        return "row:" + hashlib.blake2b("\x1f".join(row).encode(errors="surrogateescape"),
-                                        digest_size=16).hexdigest()  # fmt: skip
+        return row_key(row)
+
+
+def row_key(row: Sequence[str]) -> str:
+    """The key of a row that names no person: its exact cells.  Trailing empty cells do not
+    count: upstream's result pads a short row to the header's width, and its answer must
+    find the row that was sent."""
+    end = len(row)
+    while end and not row[end - 1]:
+        end -= 1
+    return "row:" + hashlib.blake2b("\x1f".join(row[:end]).encode(errors="surrogateescape"),
+                                    digest_size=16).hexdigest()  # fmt: skip
 
 
 def _at(row: Sequence[str], index: int | None) -> str:
@@ -78,6 +116,7 @@ class Plan:
     saved_credits: int
     reduced: Path | None  # None when every person was known
     known: Path
+    row_people: Path  # `person_id` of each data row with content, in file order
 
     @property
     def duplicates(self) -> int:
@@ -95,61 +134,85 @@ class Planner:
     processed_at: str
 
     async def plan(self, get_many: GetMany) -> Plan:
-        db = sqlite3.connect(self.workdir / "plan.db", check_same_thread=False)
+        db = await asyncio.to_thread(self._open)
         try:
-            db.execute("CREATE TABLE people (key TEXT PRIMARY KEY, first INTEGER, known INTEGER)")
-            rows = await asyncio.to_thread(self._index, db)
+            rows, distinct = await asyncio.to_thread(self._index, db)
             known, saved = await self._look_up(db, get_many)
-            distinct = db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
             reduced = None
             if distinct > known:
                 reduced = self.workdir / f"reduced.{self.info.kind}"
                 await asyncio.to_thread(self._write_reduced, db, reduced)
-            return Plan(rows, known, distinct - known, saved, reduced, self.workdir / "known.jsonl")
+            return Plan(rows, known, distinct - known, saved, reduced,
+                        self.workdir / "known.jsonl", self.workdir / "people.bin")  # fmt: skip
         finally:
-            db.close()
+            await asyncio.to_thread(db.close)
+
+    def _open(self) -> sqlite3.Connection:
+        db = open_spool_db(self.workdir / "plan.db")
+        db.execute("CREATE TABLE people (key TEXT PRIMARY KEY, first INTEGER, known INTEGER)")
+        return db
 
     def _rows(self) -> Iterator[tuple[int, list[str]]]:
         rows = tables.iter_rows(self.path, self.info.kind, limits=self.limits)
         next(rows, None)  # the header
         return enumerate(rows)
 
-    def _index(self, db: sqlite3.Connection) -> int:
-        """Pass 1: key every row; the first row of each person. How many rows had content."""
-        count, batch = 0, []
-        for index, row in self._rows():
-            if not any(row):
-                continue
-            count += 1
-            batch.append((self.people.key(row, self.key_of), index))
-            if len(batch) >= BATCH * 5:
-                db.executemany("INSERT OR IGNORE INTO people VALUES (?, ?, 0)", batch)
-                batch.clear()
-        db.executemany("INSERT OR IGNORE INTO people VALUES (?, ?, 0)", batch)
+    def _index(self, db: sqlite3.Connection) -> tuple[int, int]:
+        """Pass 1: key every row; the first row of each person. (Rows with content, people.)"""
+        insert = "INSERT OR IGNORE INTO people VALUES (?, ?, 0)"
+        count = distinct = 0
+        batch: list[tuple[str, int]] = []
+        with (self.workdir / "people.bin").open("wb") as ids:
+            for index, row in self._rows():
+                if not any(row):
+                    continue
+                count += 1
+                key = self.people.key(row, self.key_of)
+                ids.write(person_id(key))
+                batch.append((key, index))
+                if len(batch) >= INSERT_BATCH:
+                    distinct += db.executemany(insert, batch).rowcount  # the new people
+                    batch.clear()
+            distinct += db.executemany(insert, batch).rowcount
         db.commit()
-        return count
+        return count, distinct
 
     async def _look_up(self, db: sqlite3.Connection, get_many: GetMany) -> tuple[int, int]:
         """Pass 2: the cache's answers for the distinct people; (known people, their credits)."""
         known = saved = 0
-        last = 0
         with (self.workdir / "known.jsonl").open("wb") as out:
-            while batch := db.execute(
-                "SELECT rowid, key FROM people WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (last, BATCH),
-            ).fetchall():
-                last = batch[-1][0]
-                keys = [key for _, key in batch if not key.startswith("row:")]
-                answers = await get_many(keys) if keys else []
-                hits = [(k, a) for k, a in zip(keys, answers, strict=True) if a is not None]
-                for key, answer in hits:
-                    out.write(orjson.dumps([key, *cells_for_answer(answer, self.processed_at)]))
-                    out.write(b"\n")
-                    saved += answer.credits
-                db.executemany("UPDATE people SET known = 1 WHERE key = ?", [(k,) for k, _ in hits])
-                known += len(hits)
-        db.commit()
+            batch = await asyncio.to_thread(self._people_after, db, 0)
+            while batch:
+                keyed = [(rowid, key) for rowid, key in batch if not key.startswith("row:")]
+                answers = await get_many([key for _, key in keyed]) if keyed else []
+                hits, credits = await asyncio.to_thread(self._record, db, out, keyed, answers)
+                known, saved = known + hits, saved + credits
+                batch = await asyncio.to_thread(self._people_after, db, batch[-1][0])
+        await asyncio.to_thread(db.commit)
         return known, saved
+
+    @staticmethod
+    def _people_after(db: sqlite3.Connection, last: int) -> list[tuple[int, str]]:
+        return db.execute(
+            "SELECT rowid, key FROM people WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, BATCH)
+        ).fetchall()
+
+    def _record(
+        self, db: sqlite3.Connection, out: BinaryIO, keyed: list[tuple[int, str]],
+        answers: list[CachedAnswer | None],
+    ) -> tuple[int, int]:  # fmt: skip
+        """A batch's known people: their cells to `known`, marked known. (How many, credits.)"""
+        hits: list[tuple[int]] = []
+        credits = 0
+        for (rowid, key), answer in zip(keyed, answers, strict=True):
+            if answer is None:
+                continue
+            out.write(orjson.dumps([key, *cells_for_answer(answer, self.processed_at)]))
+            out.write(b"\n")
+            credits += answer.credits
+            hits.append((rowid,))
+        db.executemany("UPDATE people SET known = 1 WHERE rowid = ?", hits)
+        return len(hits), credits
 
     def _write_reduced(self, db: sqlite3.Connection, out: Path) -> None:
         """Pass 3: the first row of every unknown person, in the uploaded format."""

@@ -12,6 +12,7 @@ may be missing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -127,6 +128,13 @@ def _score(text: str) -> int | str:
 
 
 def parse_processed(text: str) -> datetime | None:
+    # A result file's rows were processed within a few seconds of each other, and
+    # strptime is most of the cost of reading a row back: the short values are memoized.
+    return _parse_processed(text) if len(text) <= 40 else _parse_processed.__wrapped__(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_processed(text: str) -> datetime | None:
     value = text.strip().removesuffix("Z").removesuffix(" UTC")
     for fmt in _PROCESSED_FORMATS:
         try:

@@ -15,9 +15,11 @@ sees the end does the merge; a claim makes sure only one does.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +50,20 @@ log = structlog.get_logger("gateway.saver")
 
 CLAIM_MS = 10 * 60 * 1000  # a merge running longer than this is taken over
 MERGE_ERRORS = (*FETCH_ERRORS, tables.UnreadableFile)
+
+
+@asynccontextmanager
+async def work_dir(parent: Path) -> AsyncIterator[Path]:
+    """A scratch directory on the spool disk, removed after use.
+
+    Made and removed in a worker thread: unlinking a list's databases and
+    files takes tens of milliseconds the event loop would otherwise wait.
+    """
+    path = Path(await asyncio.to_thread(tempfile.mkdtemp, dir=parent))
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 def duplicate_file(list_id: str) -> UpstreamAnswer:
@@ -86,10 +102,10 @@ class Saver:
         again = await self.lists.same_file(token)
         if again is not None and (upload.ignore_duplicate_file or "").lower() != "true":
             return duplicate_file(again)  # as Clearout answers a repeated upload
-        with tempfile.TemporaryDirectory(dir=self.settings.spool_dir) as work:
+        async with work_dir(self.settings.spool_dir) as work:
             planner = Planner(
                 upload.path, info, people, self._key_of(team), upload_limits(self.settings),
-                Path(work), processed_now(),
+                work, processed_now(),
             )  # fmt: skip
             started = time.perf_counter()
             plan = await planner.plan(self.cache.get_many)
@@ -150,6 +166,7 @@ class Saver:
         ttl = self.settings.bulk_list_ttl
         await self.blobs.put(f"{item.list_id}.src", upload.path, ttl)
         await self.blobs.put(f"{item.list_id}.known", plan.known, ttl)
+        await self.blobs.put(f"{item.list_id}.people", plan.row_people, ttl)
         await self.lists.create(item, ttl)
         await self.budgets.record_owner("list", item.list_id, Team(item.team, ()))
 
@@ -189,27 +206,36 @@ class Saver:
             await self.lists.release(list_id)
 
     async def _finish(self, item: GatewayList) -> None:
-        with tempfile.TemporaryDirectory(dir=self.settings.spool_dir) as work_dir:
-            work = Path(work_dir)
+        laps = _Laps()
+        async with work_dir(self.settings.spool_dir) as work:
             source, known = work / f"source.{item.kind}", work / "known.jsonl"
             await fetch(self.blobs, f"{item.list_id}.src", source)
             await fetch(self.blobs, f"{item.list_id}.known", known)
+            people = work / "people.bin"
+            has_people = await fetch(self.blobs, f"{item.list_id}.people", people)
+            # None for a list planned by an older gateway: the merge keys every row.
+            row_people = people if has_people else None
             upstream = await self._upstream_result(item, work)
-            info = tables.TableInfo(item.kind, (), item.delimiter, item.bom)  # type: ignore[arg-type]  # kind is csv|xlsx
-            columns, _ = tables.find_columns(
-                await asyncio.to_thread(lambda: tables.inspect(source, info.kind).header)
-            )
+            laps.lap("fetch_ms")
+            kind: tables.FileKind = "xlsx" if item.kind == "xlsx" else "csv"
+            header = await asyncio.to_thread(lambda: tables.inspect(source, kind).header)
+            info = tables.TableInfo(kind, header, item.delimiter, item.bom)
+            columns, _ = tables.find_columns(header)
             merger = Merger(source, info, People.of(columns), self._key_of(Team(item.team, ())),
                             result_limits(self.settings), work)  # fmt: skip
             out = work / f"result.{item.kind}"
-            charged = await asyncio.to_thread(merger.merge, known, upstream, out)
+            charged = await asyncio.to_thread(merger.merge, known, upstream, out, row_people)
+            laps.lap("merge_ms")
             await self._settle(item, charged)
             if upstream is not None:
-                await self.harvester.harvest(upstream, item.team)
+                await self.harvester.harvest_keyed(merger.harvest_path)
+            laps.lap("harvest_ms")
             await self.blobs.put(f"{item.list_id}.result", out, self.settings.bulk_list_ttl)
+            laps.lap("store_ms")
         final = "completed" if item.state in ("running", "merging") else item.state
         await self.lists.update(item.list_id, state=final)
-        log.info("bulk_list_merged", list_id=item.list_id, state=final, found=charged.found)
+        log.info("bulk_list_merged", list_id=item.list_id, state=final, found=charged.found,
+                 **laps.times)  # fmt: skip
 
     async def _upstream_result(self, item: GatewayList, work: Path) -> Path | None:
         if not item.upstream_list:
@@ -226,6 +252,19 @@ class Saver:
         await self.budgets.settle(Reservation.loads(item.reservation), actual)
         await self.lists.update(item.list_id, settled=True)
         self.metrics.credits_spent.labels(item.team).inc(actual)
+
+
+class _Laps:
+    """Milliseconds each step of a merge took, for its log line."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.times[name] = round((now - self._last) * 1000, 1)
+        self._last = now
 
 
 async def _forward(
