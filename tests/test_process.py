@@ -217,6 +217,7 @@ async def test_seed_client_examples_work_against_the_sandbox(tmp_path: Path) -> 
         assert cancel["status"] == "success"
         download = curl("-X", "POST", f"{base}/v2/email_finder/download/result", *auth,
                         "-H", "Content-Type: application/json", "-d", f'{{"list_id": "{list_id}"}}')  # fmt: skip
+        assert "data" in download, download
         link = download["data"]["url"]  # type: ignore[index]
         assert link.startswith(base + "/v2/email_finder/results/")  # served by the gateway
         result = subprocess.run(["curl", "-sS", "-f", link], capture_output=True, text=True,

@@ -30,6 +30,8 @@ RUNNING = ("running", "merging")
 # A progress call waits this long for a list's merge before answering 99%:
 # small lists answer `completed` at once, big ones do not hold the caller.
 MERGE_WAIT_SECONDS = 2.0
+# How often a call waiting on a merge another task (or replica) runs looks again.
+MERGE_POLL_SECONDS = 0.05
 
 
 def failed(code: int, message: str) -> UpstreamAnswer:
@@ -73,10 +75,23 @@ class ListActions:
         return await self._upstream_progress(item, forward)
 
     async def _merged_or_running(self, item: GatewayList) -> UpstreamAnswer:
-        """Merge now; a list merged within MERGE_WAIT_SECONDS answers completed at once."""
+        """Merge now; a list merged within MERGE_WAIT_SECONDS answers completed at once.
+
+        When another task or replica holds the merge (the claim), this call
+        waits for it as long as it would have waited for its own merge.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MERGE_WAIT_SECONDS
         task = self.tasks.spawn(self.saver.finish(item.list_id), "bulk-merge")
         await asyncio.wait({task}, timeout=MERGE_WAIT_SECONDS)
         now = await self.lists.get(item.list_id)
+        # Whatever the list's state: a cancelled list's merge ends with its state
+        # unchanged, and a download waits for it as a progress call does.
+        while (
+            now is not None and loop.time() < deadline and await self.lists.claimed(item.list_id)
+        ):  # fmt: skip
+            await asyncio.sleep(min(MERGE_POLL_SECONDS, max(0.0, deadline - loop.time())))
+            now = await self.lists.get(item.list_id)
         if now is not None and now.state == "completed":
             return progress_answer("completed", 100)
         if now is not None and now.state not in RUNNING:
@@ -154,7 +169,7 @@ class ListActions:
         if item.upstream_list:
             # The gateway keeps the merged result; upstream's own copy can go.
             await self._upstream("list_remove", item, forward, ignore_result=True)
-        for part in ("src", "known", "result"):
+        for part in ("src", "known", "people", "result"):
             await self.blobs.delete(f"{item.list_id}.{part}")
         await self.lists.forget_file(item.file_token)
         await self.lists.delete(item.list_id)

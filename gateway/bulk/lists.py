@@ -91,6 +91,7 @@ class ListStore(Protocol):
     async def get(self, list_id: str) -> GatewayList | None: ...
     async def update(self, list_id: str, **changes: str | int | bool) -> None: ...
     async def claim(self, list_id: str, lease_ms: int) -> bool: ...
+    async def claimed(self, list_id: str) -> bool: ...
     async def release(self, list_id: str) -> None: ...
     async def delete(self, list_id: str) -> None: ...
     async def running(self, limit: int) -> list[str]: ...
@@ -132,6 +133,9 @@ class RedisLists:
         return bool(
             await self._redis.set(PREFIX + list_id + CLAIM_SUFFIX, b"1", nx=True, px=lease_ms)
         )
+
+    async def claimed(self, list_id: str) -> bool:
+        return bool(await self._redis.exists(PREFIX + list_id + CLAIM_SUFFIX))
 
     async def release(self, list_id: str) -> None:
         await self._redis.delete(PREFIX + list_id + CLAIM_SUFFIX)
@@ -179,6 +183,9 @@ class MemoryLists:
             return False
         self._claims[list_id] = True
         return True
+
+    async def claimed(self, list_id: str) -> bool:
+        return list_id in self._claims
 
     async def release(self, list_id: str) -> None:
         self._claims.pop(list_id, None)
