@@ -104,6 +104,7 @@ async def test_a_lost_release_is_taken_over_within_about_a_lease(
     started = time.monotonic()
     status, _ = await ask(healthy, body)
     waited = time.monotonic() - started
+    print(f"lost release: the next replica waited {waited:.2f} s (lease 1 s, call 1 s)")
     assert status == 200
     assert (await leader)[0] == 200
     # ~0.85 s left on the lease, a poll interval, then its own 1 s upstream call.
@@ -194,5 +195,6 @@ async def test_a_lock_stranded_by_a_sentinel_failover_expires_with_its_lease(
     started = time.monotonic()
     status, _ = await ask(late, body)
     waited = time.monotonic() - started
+    print(f"sentinel failover: the late ask waited {waited:.2f} s behind the stranded lock (default lease, call 0.5 s)")
     assert status == 200
     assert waited < 3.0 + 0.5 + 0.5 + 1.0, waited  # at most a lease, a poll, the call
