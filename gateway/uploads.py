@@ -5,8 +5,9 @@ upload can be wrong becomes a gateway error before anything else sees it:
 over the size limit → 413; stalling longer than the stall timeout between
 chunks, or slower than the total timeout → 408; a multipart body that does
 not parse (no or a wrong boundary, no closing boundary, a part header
-without a colon, an empty body, …) → 400 `bad_request`; no `file` part → 400
-in Clearout's validation shape.  The caller hanging up surfaces as
+without a colon, an empty body, …) or has more than MAX_PARTS parts → 400
+`bad_request`; no `file` part → 400 in Clearout's validation shape.  The
+caller hanging up surfaces as
 `ConnectionError`.  A file is written to the spool directory in 256 KiB
 chunks, never held whole in memory, and its name is reduced to a safe ASCII
 form at once, since it is sent on upstream and ends up in headers and logs.
@@ -44,6 +45,11 @@ CHUNK = 256 * 1024
 ENVELOPE_ALLOWANCE = 64 * 1024
 MAX_FIELD_BYTES = 1024
 MAX_FILENAME_CHARS = 120
+# Clearout's bulk form has two fields (file, ignore_duplicate_file); a client
+# may add a few of its own.  Each part costs aiohttp's reader ~0.2 ms on the
+# event loop, so a body of thousands of tiny parts held every other caller
+# for seconds: beyond this many the upload is refused.
+MAX_PARTS = 32
 
 # What aiohttp's multipart reader raises for input it cannot parse.
 MALFORMED = (
@@ -133,6 +139,12 @@ class _Form:
         self.upload: Upload | None = None
         self.ignore_duplicate: str | None = None
         self.budget = settings.max_bytes + ENVELOPE_ALLOWANCE
+        self.parts = 0
+
+    def count_part(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadRequest(f"A bulk upload has at most {MAX_PARTS} form fields")
 
     def take(self, size: int) -> None:
         self.budget -= size
@@ -145,7 +157,10 @@ async def _read_form(request: web.Request, settings: UploadLimits) -> Upload:
     form = _Form(settings)
     try:
         while (part := await reader.next()) is not None:
+            form.count_part()
             await _read_part(part, form)
+            # A part already in the buffer is parsed without the loop getting a turn.
+            await asyncio.sleep(0)
     except BaseException:
         if form.upload is not None:
             form.upload.discard()
