@@ -73,4 +73,19 @@ class Tasks:
                 raise
             except Exception:
                 log.exception("background_round_failed", task=name)
+            raise_if_cancelled()
             await asyncio.sleep(seconds)
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation of the current task that a library lost.
+
+    redis-py turns its read timeout into a plain answer (None, or its own
+    TimeoutError) even when this task was cancelled at the same moment, so a
+    loop around Redis reads can miss its cancel and run on after shutdown
+    (seen as a test run hanging at event-loop close).  The request stays
+    counted on the task (`cancelling()`); loops look at it each round.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -39,7 +39,7 @@ from gateway.lookup.cache import DROP_CHANNEL
 from gateway.lookup.entries import CachedAnswer
 from gateway.lookup.flight import DONE_PREFIX, FlightStore
 from gateway.store import STORE_ERRORS, text
-from gateway.tasks import Tasks
+from gateway.tasks import Tasks, raise_if_cancelled
 
 log = structlog.get_logger("gateway.lookup.singleflight")
 
@@ -97,6 +97,7 @@ class SingleFlight(Generic[T]):
                 await pubsub.subscribe(DROP_CHANNEL)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    raise_if_cancelled()  # a cancel landing with the read's timeout is lost
                     if not message:
                         continue
                     if message.get("type") == "pmessage":
@@ -104,6 +105,7 @@ class SingleFlight(Generic[T]):
                     elif message.get("type") == "message" and self._on_drop is not None:
                         self._on_drop(text(message["data"]))
             except STORE_ERRORS:  # reconnect: polling covers the gap meanwhile
+                raise_if_cancelled()
                 await asyncio.sleep(1.0)
             finally:
                 # Bounded: closing a pub/sub connection cancelled mid-read can
