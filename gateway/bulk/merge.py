@@ -47,16 +47,10 @@ def result_kind(path: Path) -> tables.FileKind:
         return "xlsx" if fh.read(4) == b"PK\x03\x04" else "csv"
 
 
-@dataclass(frozen=True)
-class Charged:
-    """What upstream's part of a list was charged for."""
-
-    found: int = 0
-    roles: int = 0
-
-
 @dataclass
-class _Counter:
+class Charged:
+    """What upstream's part of a list was charged for (counted as its file is read)."""
+
     found: int = 0
     roles: int = 0
 
@@ -110,7 +104,7 @@ class Merger:
             db.executemany(_INSERT, answers(lines))
 
     def _load_upstream(self, db: sqlite3.Connection, path: Path) -> Charged:
-        counted = _Counter()
+        counted = Charged()
 
         def answers(harvest: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
             width = len(self.info.header)
@@ -125,7 +119,7 @@ class Merger:
 
         with self.harvest_path.open("wb") as harvest:
             db.executemany(_INSERT, answers(harvest))
-        return Charged(counted.found, counted.roles)
+        return counted
 
     def _id_reader(self, ids: BinaryIO | None) -> Callable[[list[str]], bytes]:
         def id_of(row: list[str]) -> bytes:
