@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import hashlib
 import json
@@ -60,7 +59,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +73,7 @@ from typing import Any, NoReturn
 import aiohttp
 import redis
 from aiohttp import web
+from processes import PIN, Children, free_port, wait_port
 
 from gateway.bulk import tables
 from gateway.lookup.cache import KEY_PREFIX
@@ -83,7 +82,6 @@ from gateway.lookup.normalize import cache_key
 from gateway.sandbox import Sandbox, SandboxConfig
 from gateway.sandbox.people import lookup
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-bulk-upstream-token"  # noqa: S105 - the private sandbox's token, not a secret
 TEAM, KEY = "bulk-bench", "bench-bulk-key"
 HEADER = ["Full Name", "Domain", "Company Notes"]
@@ -238,64 +236,6 @@ def prefill(redis_port: int, population: Population, people: list[int]) -> None:
             pipe.execute()
     finally:
         client.close()
-
-
-# ---- processes -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"nothing listening on port {port} after {timeout:.0f} s")
-
-
-# The gateway on CPU 0, this script (client, sandbox) and Redis on CPU 1, as in
-# bench_cache.py: the gateway's figures are then its own core's.
-PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-# setpriv makes a child die with this script even when it is SIGKILLed.
-DEATHSIG = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
-
-
-class Children:
-    """Every process this script started, so one place can stop them all."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, cmd: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[bytes]:
-        pinned = ["taskset", "-c", str(cpu)] if PIN else []
-        kwargs.setdefault("stdout", subprocess.DEVNULL)
-        kwargs.setdefault("stderr", subprocess.DEVNULL)
-        # A session of their own: Ctrl-C reaches only this script, which stops them in order.
-        proc = subprocess.Popen([*DEATHSIG, *pinned, *cmd], cwd=ROOT, start_new_session=True,
-                                **kwargs)  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> int | None:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            return proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return None
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
 
 
 async def start_redis(children: Children, work: Path) -> int:

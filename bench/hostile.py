@@ -34,15 +34,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.test_tabular
 
-from bench_bulk import (
-    KEY,
-    Children,
-    Prober,
-    gateway_env,
-    start_gateway,
-    start_redis,
-    start_upstream,
-)
+from bench_bulk import KEY, Prober, gateway_env, start_gateway, start_redis, start_upstream
+from processes import Children
 
 from gateway.sandbox import Sandbox, SandboxConfig
 from tests.test_tabular import build_bomb

@@ -76,7 +76,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -91,10 +90,10 @@ from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
+from processes import PIN, Children, free_port, wait_port
 
 from gateway.sandbox.server import Sandbox, SandboxConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "soak-upstream-token"  # noqa: S105 - the private sandbox's token, not a secret
 # team name -> key; the first is unlimited, the second has (generous) limits.
 TEAMS = {"soak-open": "soak-open-key", "soak-metered": "soak-metered-key"}
@@ -142,65 +141,6 @@ STARTED = time.monotonic()
 
 def say(message: str) -> None:
     print(f"soak [{time.monotonic() - STARTED:5.1f} s]: {message}", file=sys.stderr, flush=True)
-
-
-# ---- processes ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"nothing listening on port {port} after {timeout:.0f} s")
-
-
-# Servers on CPU 0, this script (client and upstream) and Redis on CPU 1, as in
-# bench_cache.py: keeps the scheduler from moving them around mid-run.
-PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-# setpriv makes a child die with this script even when it is SIGKILLed, which
-# no finally clause can cover.
-DEATHSIG = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
-
-
-class Children:
-    """Every process this script started, so one place can stop them all."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, cmd: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[bytes]:
-        # Plain Popen from async code is fine: it returns once exec has happened;
-        # all waiting on children is done with polls and asyncio.sleep.
-        pinned = ["taskset", "-c", str(cpu)] if PIN else []
-        kwargs.setdefault("stdout", subprocess.DEVNULL)
-        kwargs.setdefault("stderr", subprocess.DEVNULL)
-        # A session of their own: Ctrl-C reaches only this script, which then
-        # stops the children in order instead of racing them.
-        proc = subprocess.Popen([*DEATHSIG, *pinned, *cmd], cwd=ROOT, start_new_session=True,
-                                **kwargs)  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Redis:
